@@ -1,0 +1,397 @@
+//! The command executor: load, decide, append with `Exact(revision)`, retry.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::error::{Error, Result};
+use crate::event::{Command, Event, EventRecord, Metadata};
+use crate::id::StreamId;
+use crate::store::{ExpectedRevision, Snapshot, Store};
+
+/// Metadata that travels with a command to every event it causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandContext {
+    /// Idempotence key: a command with an id already handled by the aggregate is
+    /// not handled again. A fresh UUIDv7 when absent.
+    pub command_id: Option<String>,
+    /// Correlation id; defaults to the command id.
+    pub correlation_id: Option<String>,
+    /// W3C trace parent to record on the events (the current span's when absent
+    /// and tracing propagation is installed).
+    pub traceparent: Option<String>,
+    /// W3C trace state.
+    pub tracestate: Option<String>,
+    /// Extra CloudEvents extensions for every produced event.
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl CommandContext {
+    /// A context with a command id.
+    #[must_use]
+    pub fn with_id(command_id: impl Into<String>) -> Self {
+        Self { command_id: Some(command_id.into()), ..Self::default() }
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+}
+
+/// What executing a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    /// The aggregate's stream.
+    pub stream_id: StreamId,
+    /// The command id (given or generated).
+    pub command_id: String,
+    /// The stream's revision after the command (`None`: still no stream).
+    pub revision: Option<u64>,
+    /// Global position of the last appended event, if any were appended.
+    pub position: Option<u64>,
+    /// How many events were appended (0 for a duplicate or a no-op).
+    pub appended: usize,
+    /// The command id had already been handled; nothing was done.
+    pub duplicate: bool,
+}
+
+/// How often the executor retries after a concurrency conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictRetry {
+    /// Attempts in all (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff; doubled each retry, with jitter.
+    pub initial_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for ConflictRetry {
+    fn default() -> Self {
+        Self { max_attempts: 8, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(100) }
+    }
+}
+
+/// Executor settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Conflict retries.
+    pub retry: ConflictRetry,
+    /// Take a snapshot every this many events (`None`: never).
+    pub snapshot_every: Option<u64>,
+    /// CloudEvents `source` of produced events.
+    pub source: String,
+    /// How many recent command ids each aggregate remembers for idempotence
+    /// (kept in snapshots too).
+    pub remembered_commands: usize,
+    /// Events read per round trip while loading.
+    pub load_batch: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            retry: ConflictRetry::default(),
+            snapshot_every: None,
+            source: "/orchestrix".to_owned(),
+            remembered_commands: 64,
+            load_batch: 1024,
+        }
+    }
+}
+
+/// An aggregate loaded from its stream.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The stream's revision (`None`: no events yet).
+    pub revision: Option<u64>,
+    /// Command ids recently handled (newest last).
+    pub recent_commands: VecDeque<String>,
+    /// Whether a snapshot was used.
+    pub from_snapshot: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody<A> {
+    state: A,
+    recent_commands: VecDeque<String>,
+}
+
+/// Loads, decides, appends; one executor per aggregate type.
+#[derive(Debug)]
+pub struct CommandExecutor<A> {
+    store: Store,
+    config: ExecutorConfig,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for CommandExecutor<A> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), config: self.config.clone(), _aggregate: PhantomData }
+    }
+}
+
+impl<A: Aggregate> CommandExecutor<A> {
+    /// An executor over `store`.
+    #[must_use]
+    pub fn new(store: Store, config: ExecutorConfig) -> Self {
+        Self { store, config, _aggregate: PhantomData }
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The stream id of an aggregate instance.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an id with forbidden characters.
+    pub fn stream_id(id: &str) -> Result<StreamId> {
+        StreamId::new(A::CATEGORY, id)
+    }
+
+    /// Loads an aggregate: its latest usable snapshot, then the newer events.
+    ///
+    /// # Errors
+    /// A store error, or a decode error for an event the aggregate cannot read.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
+        let stream = Self::stream_id(id)?;
+        self.load_stream(&stream).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>> {
+        let mut loaded = Loaded { state: A::default(), revision: None, recent_commands: VecDeque::new(), from_snapshot: false };
+        if self.config.snapshot_every.is_some()
+            && let Some(s) = self.store.backend().snapshots.load_snapshot(stream).await?
+        {
+            if s.state_version == A::STATE_VERSION {
+                match serde_json::from_slice::<SnapshotBody<A>>(&s.data) {
+                    Ok(body) => {
+                        loaded.state = body.state;
+                        loaded.recent_commands = body.recent_commands;
+                        loaded.revision = Some(s.revision);
+                        loaded.from_snapshot = true;
+                    }
+                    Err(e) => tracing::warn!(stream = %stream, error = %e, "ignoring a snapshot that does not decode"),
+                }
+            } else {
+                tracing::debug!(stream = %stream, snapshot = s.state_version, current = A::STATE_VERSION, "ignoring a stale snapshot");
+            }
+        }
+        let mut from = loaded.revision.map_or(0, |r| r + 1);
+        loop {
+            let events = self.store.read_stream_forward(stream, from, self.config.load_batch).await?;
+            let Some(last) = events.last() else { break };
+            from = last.revision + 1;
+            let n = events.len();
+            for recorded in &events {
+                let event: A::Event = recorded.decode()?;
+                loaded.state.apply(&event);
+                loaded.revision = Some(recorded.revision);
+                if let Some(cause) = &recorded.record.metadata.causation_id
+                    && loaded.recent_commands.back() != Some(cause)
+                {
+                    loaded.recent_commands.push_back(cause.clone());
+                    while loaded.recent_commands.len() > self.config.remembered_commands {
+                        loaded.recent_commands.pop_front();
+                    }
+                }
+            }
+            if n < self.config.load_batch {
+                break;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Executes a command with a fresh context.
+    ///
+    /// # Errors
+    /// See [`execute_with`](Self::execute_with).
+    pub async fn execute(&self, command: A::Command) -> Result<CommandOutcome> {
+        self.execute_with(command, CommandContext::default()).await
+    }
+
+    /// Executes a command: load, handle, append with `Exact(revision)`, and on a
+    /// conflict reload and decide again, up to the retry limit.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when the aggregate says no, [`Error::Conflict`] when
+    /// retries ran out, or a store error.
+    pub async fn execute_with(&self, command: A::Command, context: CommandContext) -> Result<CommandOutcome> {
+        let command_type = command.command_type();
+        let command_id = context.command_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+        let span = tracing::info_span!(
+            "orchestrix.command",
+            otel.kind = "internal",
+            command = command_type,
+            aggregate = A::CATEGORY,
+            id = %command.aggregate_id(),
+            command_id = %command_id,
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let result = self.execute_inner(&command, &context, command_id).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            match &result {
+                Ok(o) if o.duplicate => "duplicate",
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            },
+        );
+        result
+    }
+
+    async fn execute_inner(&self, command: &A::Command, context: &CommandContext, command_id: String) -> Result<CommandOutcome> {
+        let stream = Self::stream_id(&command.aggregate_id())?;
+        let retry = self.config.retry;
+        let mut backoff = retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            tracing::Span::current().record("attempts", attempt);
+            let mut loaded = self.load_stream(&stream).await?;
+            if loaded.recent_commands.contains(&command_id) {
+                return Ok(CommandOutcome {
+                    stream_id: stream,
+                    command_id,
+                    revision: loaded.revision,
+                    position: None,
+                    appended: 0,
+                    duplicate: true,
+                });
+            }
+            let events = loaded.state.handle(command).map_err(|e| Error::Rejected {
+                command: command.command_type().to_owned(),
+                source: Box::new(e),
+            })?;
+            if events.is_empty() {
+                return Ok(CommandOutcome {
+                    stream_id: stream,
+                    command_id,
+                    revision: loaded.revision,
+                    position: None,
+                    appended: 0,
+                    duplicate: false,
+                });
+            }
+            let records = self.records(&events, context, &command_id)?;
+            let expected = ExpectedRevision::from_current(loaded.revision);
+            match self.store.append(&stream, expected, records).await {
+                Ok(result) => {
+                    for e in &events {
+                        loaded.state.apply(e);
+                    }
+                    loaded.recent_commands.push_back(command_id.clone());
+                    while loaded.recent_commands.len() > self.config.remembered_commands {
+                        loaded.recent_commands.pop_front();
+                    }
+                    self.maybe_snapshot(&stream, loaded, result.first_revision, result.last_revision).await;
+                    return Ok(CommandOutcome {
+                        stream_id: stream,
+                        command_id,
+                        revision: Some(result.last_revision),
+                        position: Some(result.last_position),
+                        appended: events.len(),
+                        duplicate: false,
+                    });
+                }
+                Err(e @ Error::Conflict { .. }) if attempt < retry.max_attempts => {
+                    tracing::debug!(error = %e, attempt, "conflict; reloading");
+                    let jitter = rand::random_range(0..=backoff.as_micros().max(1));
+                    tokio::time::sleep(Duration::from_micros(u64::try_from(jitter).unwrap_or(u64::MAX))).await;
+                    backoff = (backoff * 2).min(retry.max_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn records(&self, events: &[A::Event], context: &CommandContext, command_id: &str) -> Result<Vec<EventRecord>> {
+        let codec = self.store.codec();
+        let metadata = Metadata {
+            correlation_id: Some(context.correlation_id.clone().unwrap_or_else(|| command_id.to_owned())),
+            causation_id: Some(command_id.to_owned()),
+            traceparent: context.traceparent.clone(),
+            tracestate: context.tracestate.clone(),
+            extensions: context.extensions.clone(),
+        };
+        events
+            .iter()
+            .map(|e| {
+                let payload = e.to_payload()?;
+                Ok(EventRecord {
+                    id: Uuid::now_v7(),
+                    event_type: e.event_type().to_owned(),
+                    schema_version: e.schema_version(),
+                    source: self.config.source.clone(),
+                    time: Utc::now(),
+                    content_type: codec.content_type().to_owned(),
+                    data: codec.encode(e.event_type(), e.schema_version(), &payload)?,
+                    metadata: metadata.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn maybe_snapshot(&self, stream: &StreamId, loaded: Loaded<A>, first: u64, last: u64) {
+        let Some(every) = self.config.snapshot_every.filter(|n| *n > 0) else { return };
+        // The stream held `first` events before this append and `last + 1`
+        // after it: snapshot when that crossed a multiple of `every`.
+        if (last + 1) / every == first / every {
+            return;
+        }
+        let body = SnapshotBody { state: loaded.state, recent_commands: loaded.recent_commands };
+        let data = match serde_json::to_vec(&body) {
+            Ok(d) => Bytes::from(d),
+            Err(e) => {
+                tracing::warn!(stream = %stream, error = %e, "cannot serialize a snapshot");
+                return;
+            }
+        };
+        let snapshot = Snapshot { stream_id: stream.clone(), revision: last, state_version: A::STATE_VERSION, data, taken_at: Utc::now() };
+        if let Err(e) = self.store.backend().snapshots.save_snapshot(snapshot).await {
+            // A missing snapshot only costs load time; the command succeeded.
+            tracing::warn!(stream = %stream, error = %e, "cannot save a snapshot");
+        }
+    }
+
+    /// Takes a snapshot now, whatever the policy.
+    ///
+    /// # Errors
+    /// A load or store error.
+    pub async fn snapshot_now(&self, id: &str) -> Result<Option<u64>> {
+        let stream = Self::stream_id(id)?;
+        let loaded = self.load_stream(&stream).await?;
+        let Some(revision) = loaded.revision else { return Ok(None) };
+        let body = SnapshotBody { state: loaded.state, recent_commands: loaded.recent_commands };
+        let data = Bytes::from(serde_json::to_vec(&body).map_err(|e| Error::encode("snapshot", e))?);
+        self.store
+            .backend()
+            .snapshots
+            .save_snapshot(Snapshot { stream_id: stream, revision, state_version: A::STATE_VERSION, data, taken_at: Utc::now() })
+            .await?;
+        Ok(Some(revision))
+    }
+}
+
+/// Whether an event type is one `E` can decode.
+#[must_use]
+pub fn knows<E: Event>(event_type: &str) -> bool {
+    E::event_types().iter().any(|t| t.event_type == event_type)
+}

@@ -1,0 +1,47 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod aggregate;
+pub mod app;
+pub mod cloudevent;
+pub mod coalesce;
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod executor;
+pub mod id;
+pub mod store;
+pub mod upcast;
+pub mod url;
+
+pub use aggregate::Aggregate;
+pub use app::{Application, ApplicationBuilder, Module};
+pub use cloudevent::CloudEvent;
+pub use error::{BoxError, Error, ErrorClass, Result};
+pub use event::{Command, Event, EventRecord, EventTypeInfo, Metadata, RecordedEvent};
+pub use executor::{CommandContext, CommandExecutor, CommandOutcome, ExecutorConfig};
+pub use id::StreamId;
+pub use store::dispatch::Store;
+pub use store::{Direction, ExpectedRevision, Filter};
+pub use upcast::Upcasters;
+
+#[cfg(feature = "derive")]
+pub use orchestrix_macros::Event;
+
+/// Support for the derive macros; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde_json;
+
+    pub use crate::event::{__retag as retag, __unknown as unknown, __untag as untag};
+
+    #[must_use]
+    pub fn encode_error(what: String, err: serde_json::Error) -> crate::Error {
+        crate::Error::encode(what, err)
+    }
+
+    #[must_use]
+    pub fn decode_error(what: String, err: serde_json::Error) -> crate::Error {
+        crate::Error::decode(what, err)
+    }
+}
