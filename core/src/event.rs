@@ -95,7 +95,16 @@ pub fn __untag(event_type: &str, value: serde_json::Value) -> Result<serde_json:
 #[doc(hidden)]
 pub fn __retag<E: DeserializeOwned>(event_type: &str, variant: &str, payload: serde_json::Value) -> Result<E> {
     let tagged = match payload {
-        serde_json::Value::Null => serde_json::Value::String(variant.to_owned()),
+        serde_json::Value::Null => {
+            // A unit variant serializes as its name; a newtype variant holding
+            // something that serializes as `null` (an `Option::None`) needs the map.
+            if let Ok(e) = serde_json::from_value(serde_json::Value::String(variant.to_owned())) {
+                return Ok(e);
+            }
+            let mut map = serde_json::Map::with_capacity(1);
+            map.insert(variant.to_owned(), serde_json::Value::Null);
+            serde_json::Value::Object(map)
+        }
         other => {
             let mut map = serde_json::Map::with_capacity(1);
             map.insert(variant.to_owned(), other);
