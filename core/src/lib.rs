@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod executor;
 pub mod id;
+pub mod relay;
 pub mod runtime;
 pub mod store;
 pub mod upcast;
