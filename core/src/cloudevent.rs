@@ -608,3 +608,165 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Value>(&back.data).unwrap(), json!({"a": 1}));
     }
 }
+
+/// Binary content mode: attributes as message headers, data as the body.
+///
+/// The Kafka binding uses the `ce_` prefix, the NATS binding `ce-`; the
+/// content type travels as the plain `content-type` header in both.
+pub mod binary {
+    use bytes::Bytes;
+
+    use super::{CloudEvent, Data, ExtensionValue, attr_error};
+    use crate::error::{Error, Result};
+    use crate::event::RecordedEvent;
+
+    /// Header prefix of the Kafka protocol binding.
+    pub const KAFKA_PREFIX: &str = "ce_";
+    /// Header prefix of the NATS protocol binding.
+    pub const NATS_PREFIX: &str = "ce-";
+    /// The content type header.
+    pub const CONTENT_TYPE: &str = "content-type";
+
+    /// Headers and body of a CloudEvent in binary content mode.
+    ///
+    /// ```
+    /// use orchestrix::cloudevent::{binary, CloudEvent, Data};
+    /// let ce = CloudEvent::builder("1", "/s", "com.acme.T")
+    ///     .subject("order-1")
+    ///     .data("application/json", Data::Json(serde_json::json!({"a": 1})))
+    ///     .build()?;
+    /// let (headers, body) = binary::encode(&ce, binary::KAFKA_PREFIX);
+    /// assert!(headers.iter().any(|(k, v)| k == "ce_type" && v == "com.acme.T"));
+    /// let back = binary::decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())), &body, binary::KAFKA_PREFIX)?;
+    /// assert_eq!(back.ty(), "com.acme.T");
+    /// assert_eq!(back.data_bytes(), body);
+    /// # Ok::<(), orchestrix::Error>(())
+    /// ```
+    #[must_use]
+    pub fn encode(event: &CloudEvent, prefix: &str) -> (Vec<(String, String)>, Bytes) {
+        let mut h = Vec::with_capacity(8 + event.extensions.len());
+        h.push((format!("{prefix}specversion"), super::SPEC_VERSION.to_owned()));
+        h.push((format!("{prefix}id"), event.id.clone()));
+        h.push((format!("{prefix}source"), event.source.clone()));
+        h.push((format!("{prefix}type"), event.ty.clone()));
+        if let Some(t) = event.time {
+            h.push((format!("{prefix}time"), t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+        }
+        if let Some(s) = &event.subject {
+            h.push((format!("{prefix}subject"), s.clone()));
+        }
+        if let Some(s) = &event.dataschema {
+            h.push((format!("{prefix}dataschema"), s.clone()));
+        }
+        if let Some(ct) = &event.datacontenttype {
+            h.push((CONTENT_TYPE.to_owned(), ct.clone()));
+        }
+        for (k, v) in &event.extensions {
+            h.push((format!("{prefix}{k}"), v.to_header_value()));
+        }
+        (h, event.data_bytes())
+    }
+
+    /// Rebuilds a CloudEvent from binary-mode headers and body. Headers without
+    /// the prefix (other than `content-type`) are ignored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a missing required attribute, a header
+    /// value that is not UTF-8, or any attribute that fails validation.
+    pub fn decode<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        body: &[u8],
+        prefix: &str,
+    ) -> Result<CloudEvent> {
+        let mut json = serde_json::Map::new();
+        let mut content_type = None;
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            let value = std::str::from_utf8(value).map_err(|_| attr_error(name, "header value is not UTF-8"))?;
+            if lower == CONTENT_TYPE {
+                content_type = Some(value.to_owned());
+            } else if let Some(attr) = lower.strip_prefix(prefix) {
+                if attr == "data" || attr == "data_base64" {
+                    return Err(attr_error(name, "data travels in the body in binary mode"));
+                }
+                json.insert(attr.to_owned(), serde_json::Value::String(value.to_owned()));
+            }
+        }
+        if let Some(ct) = &content_type {
+            json.insert("datacontenttype".into(), serde_json::Value::String(ct.clone()));
+        }
+        // Binary mode keeps the body opaque; JSON parsing is left to the codec.
+        let mut event = CloudEvent::from_json(&serde_json::Value::Object(json))?;
+        if !body.is_empty() || content_type.is_some() {
+            event.data = Some(Data::Binary(Bytes::copy_from_slice(body)));
+        }
+        Ok(event)
+    }
+
+    /// Turns a CloudEvent written by Orchestrix back into the stored event,
+    /// using the `streamrevision` and `globalposition` extensions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when those extensions or the subject are missing
+    /// or malformed.
+    pub fn to_recorded(event: &CloudEvent) -> Result<RecordedEvent> {
+        let (stream_id, record) = event.to_record()?;
+        let int = |name: &str| -> Result<u64> {
+            match event.extensions.get(name) {
+                Some(ExtensionValue::Integer(i)) => u64::try_from(*i).map_err(|_| attr_error(name, "negative")),
+                Some(ExtensionValue::String(s)) => s.parse().map_err(|_| attr_error(name, format!("`{s}` is not an integer"))),
+                Some(ExtensionValue::Boolean(_)) => Err(attr_error(name, "not an integer")),
+                None => Err(Error::invalid(format!("CloudEvents extension `{name}`"), "is required for an Orchestrix event")),
+            }
+        };
+        Ok(RecordedEvent {
+            stream_id,
+            revision: int(super::EXT_STREAM_REVISION)?,
+            position: int(super::EXT_GLOBAL_POSITION)?,
+            record,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::event::EventRecord;
+        use crate::id::StreamId;
+
+        #[test]
+        fn recorded_events_round_trip_through_binary_mode() {
+            let mut record = EventRecord::json("com.acme.Placed", 2, &serde_json::json!({"total": 3}));
+            record.metadata.correlation_id = Some("c".into());
+            let recorded = RecordedEvent { stream_id: StreamId::parse("order-5").unwrap(), revision: 3, position: 99, record };
+            let ce = CloudEvent::from_recorded(&recorded).unwrap();
+            for prefix in [KAFKA_PREFIX, NATS_PREFIX] {
+                let (headers, body) = encode(&ce, prefix);
+                let back = decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())), &body, prefix).unwrap();
+                let back = to_recorded(&back).unwrap();
+                assert_eq!(back.stream_id, recorded.stream_id);
+                assert_eq!((back.revision, back.position), (3, 99));
+                assert_eq!(back.record.id, recorded.record.id);
+                assert_eq!(back.record.schema_version, 2);
+                assert_eq!(back.record.metadata, recorded.record.metadata);
+                assert_eq!(back.record.data, recorded.record.data);
+                assert_eq!(back.record.content_type, "application/json");
+                assert_eq!(back.record.time.timestamp_micros(), recorded.record.time.timestamp_micros());
+            }
+        }
+
+        #[test]
+        fn undecodable_headers_are_typed_errors() {
+            let missing = decode([("ce_id", b"1".as_slice()), ("ce_source", b"/s")], b"", KAFKA_PREFIX);
+            assert!(matches!(missing, Err(Error::InvalidInput { .. })));
+            let not_utf8 = decode([("ce_id", [0xff_u8].as_slice())], b"", KAFKA_PREFIX);
+            assert!(matches!(not_utf8, Err(Error::InvalidInput { .. })));
+            let foreign = decode(
+                [("ce_specversion", b"1.0".as_slice()), ("ce_id", b"x"), ("ce_source", b"/s"), ("ce_type", b"t")],
+                b"{}",
+                KAFKA_PREFIX,
+            )
+            .unwrap();
+            assert!(to_recorded(&foreign).is_err(), "no subject, no position");
+        }
+    }
+}
