@@ -199,7 +199,7 @@ impl<A: Aggregate> CommandExecutor<A> {
             from = last.revision + 1;
             let n = events.len();
             for recorded in &events {
-                let event: A::Event = recorded.decode()?;
+                let event: A::Event = self.store.decode(recorded)?;
                 loaded.state.apply(&event);
                 loaded.revision = Some(recorded.revision);
                 if let Some(cause) = &recorded.record.metadata.causation_id

@@ -116,14 +116,12 @@ impl Upcasters {
         mut value: serde_json::Value,
     ) -> Result<(String, u32, serde_json::Value)> {
         let mut ty = event_type.to_owned();
-        let mut v = version;
-        for _ in 0..MAX_CHAIN {
+        for v in version..version.saturating_add(MAX_CHAIN) {
             let Some(step) = self.steps.get(&(ty.clone(), v)) else {
                 return Ok((ty, v, value));
             };
             value = (step.upcast)(value)?;
             ty.clone_from(&step.to_type);
-            v += 1;
         }
         Err(Error::corrupted(format!("upcaster chain for `{event_type}`"), "longer than 1000 steps (cyclic?)"))
     }

@@ -1,1 +1,128 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod fixture;
+pub mod random;
+pub mod store;
+
+pub use fixture::AggregateFixture;
+
+/// The Tokio the generated tests run on; not a public API.
+#[doc(hidden)]
+pub use tokio;
+
+/// Runs one conformance case on a fresh multi-threaded runtime with four
+/// workers; used by [`store_conformance!`]. Not a public API.
+///
+/// # Panics
+/// When the case panics, or when the runtime cannot be built.
+#[doc(hidden)]
+pub fn __run_case<F: std::future::Future<Output = ()>>(case: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("cannot build the Tokio runtime for a conformance case")
+        .block_on(case);
+}
+
+/// Expands to one `#[test]` per case of [`store`], each running
+/// `store::<case>(factory().await)` on a multi-threaded Tokio runtime with four
+/// workers, so every case is reported on its own.
+///
+/// `factory` is a path to an `async fn() -> orchestrix::store::Backend`; it is
+/// called once per case. Cases use random names for everything they touch, so
+/// the factory may hand every case the same database.
+///
+/// ```
+/// use std::sync::Arc;
+/// use orchestrix::store::{Backend, memory::MemoryStore};
+///
+/// async fn memory() -> Backend {
+///     Backend::from_all(Arc::new(MemoryStore::new()))
+/// }
+///
+/// orchestrix_testkit::store_conformance!(memory);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:path) => {
+        $crate::__with_store_cases!(__store_conformance_tests!($factory));
+    };
+}
+
+/// Generates the tests of [`store_conformance!`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_tests {
+    (($factory:path) $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::__run_case(async { $crate::store::$case($factory().await).await });
+            }
+        )*
+    };
+}
+
+/// Generates [`store::CASES`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_case_names {
+    (() $($case:ident),* $(,)?) => {
+        /// The name of every case, in the order [`store_conformance!`](crate::store_conformance) runs them.
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+}
+
+/// Checks at compile time that every case future is `Send + 'static`, so
+/// that callers may spawn cases; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_cases_are_send {
+    (() $($case:ident),* $(,)?) => {
+        #[allow(dead_code)]
+        fn __cases_are_send(backend: ::orchestrix::store::Backend) {
+            fn send<T: Send + 'static>(_: T) {}
+            $( send($crate::store::$case(backend.clone())); )*
+        }
+    };
+}
+
+/// The one list of store cases: calls `$callback!(($args) case, case, ...)`.
+/// Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_store_cases {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            ($($args)*)
+            revisions_start_at_zero_without_gaps,
+            read_stream_from_revision_with_limits,
+            nonexistent_stream_reads_empty,
+            expected_revision_any,
+            expected_revision_no_stream,
+            expected_revision_stream_exists,
+            expected_revision_exact,
+            empty_append_is_rejected,
+            duplicate_event_ids_in_one_append_are_rejected,
+            multi_event_append_is_atomic,
+            append_batch_results_are_independent,
+            concurrent_appenders_one_winner_per_revision,
+            all_stream_positions_strictly_increase,
+            read_all_honours_after_limit_and_filters,
+            head_position_tracks_appends,
+            read_all_never_skips_under_concurrent_appends,
+            subscription_catches_up_then_stays_live,
+            subscription_with_filter,
+            metadata_round_trip,
+            binary_data_round_trip,
+            snapshots_keep_the_highest_revision,
+            checkpoints_load_save_overwrite_delete,
+            dead_letters_put_list_get_delete,
+            timers_schedule_due_cancel,
+            large_stream_round_trip,
+            upcasting_on_every_read_path,
+        }
+    };
+}
