@@ -26,7 +26,7 @@ impl Publisher for Recorder {
 
     async fn publish(&self, events: &[RecordedEvent]) -> orchestrix::Result<()> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_every > 0 && call % self.fail_every == 0 {
+        if self.fail_every > 0 && call.is_multiple_of(self.fail_every) {
             return Err(Error::backend("recorder", "publish", true, "broker unavailable"));
         }
         self.seen.lock().unwrap().extend_from_slice(events);

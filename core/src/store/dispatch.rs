@@ -111,6 +111,12 @@ impl Store {
         self
     }
 
+    /// How often a live subscription polls when the backend cannot notify.
+    #[must_use]
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
     /// The backend's ports.
     #[must_use]
     pub fn backend(&self) -> &Backend {
@@ -133,6 +139,23 @@ impl Store {
     #[must_use]
     pub fn upcasters(&self) -> &Upcasters {
         &self.upcasters
+    }
+
+    /// Decodes a read event into a domain event with this store's codec
+    /// (where [`RecordedEvent::decode`] assumes JSON). Events read through this
+    /// store are already upcast, so this is a plain decode.
+    ///
+    /// # Errors
+    /// [`crate::Error::Serialization`] or [`crate::Error::UnknownEventType`].
+    pub fn decode<E: crate::event::Event>(&self, event: &RecordedEvent) -> Result<E> {
+        let record = &event.record;
+        let value = self.codec.decode(&record.event_type, record.schema_version, &record.data)?;
+        E::from_payload(&record.event_type, value).map_err(|e| match e {
+            crate::Error::UnknownEventType { event_type, target, .. } => {
+                crate::Error::UnknownEventType { event_type, version: record.schema_version, target }
+            }
+            other => other,
+        })
     }
 
     /// Appends events to a stream.

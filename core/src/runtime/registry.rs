@@ -1,0 +1,459 @@
+//! Wiring the runtime into an application: modules register projections,
+//! handlers and background tasks on the [`ApplicationBuilder`];
+//! [`Runtime::start`] starts a consumer (or task) for each.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::ConsumerConfig;
+use super::consumer::{ConsumerHandle, ConsumerMonitor, Pipeline, start};
+use super::handler::EventHandler;
+use super::projection::{Projection, ProjectionRunner};
+use super::shutdown::Shutdown;
+use super::transactional::TransactionalProjection;
+use crate::app::{Application, ApplicationBuilder};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Builds a handler once the application exists (for handlers, like sagas,
+/// that send commands through it).
+pub type HandlerFactory = Arc<dyn Fn(&Application) -> Result<Arc<dyn EventHandler>> + Send + Sync>;
+
+/// Long-running work started and stopped with the runtime, e.g. a saga's
+/// timer poller.
+#[async_trait]
+pub trait BackgroundTask: Send + Sync + fmt::Debug + 'static {
+    /// A name for logs and errors.
+    fn name(&self) -> &str;
+
+    /// Runs until `shutdown` is triggered, then returns. An error is reported
+    /// by [`RuntimeHandle::shutdown`].
+    async fn run(&self, app: Application, shutdown: Shutdown) -> Result<()>;
+}
+
+enum Registered {
+    Handler {
+        name: Option<String>,
+        factory: HandlerFactory,
+        config: ConsumerConfig,
+    },
+    Projection {
+        projection: Arc<dyn Projection>,
+        config: ConsumerConfig,
+    },
+    Transactional {
+        projection: Arc<dyn TransactionalProjection>,
+        config: ConsumerConfig,
+    },
+    Task(Arc<dyn BackgroundTask>),
+}
+
+/// What modules registered with the runtime: the [`ApplicationBuilder`]
+/// extension that [`Runtime::start`] reads.
+#[derive(Default)]
+pub struct Registrations {
+    entries: Vec<Registered>,
+}
+
+impl fmt::Debug for Registrations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Registrations {
+    /// The names known before start (handlers from a factory are named when
+    /// built).
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e {
+                Registered::Handler { name, .. } => name.clone(),
+                Registered::Projection { projection, .. } => Some(projection.name().to_owned()),
+                Registered::Transactional { projection, .. } => Some(projection.name().to_owned()),
+                Registered::Task(task) => Some(task.name().to_owned()),
+            })
+            .collect()
+    }
+
+    /// How many things were registered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing was registered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn add(&mut self, name: Option<&str>, entry: Registered) -> Result<()> {
+        if let Some(name) = name
+            && self.names().iter().any(|n| n == name)
+        {
+            return Err(Error::invalid(
+                format!("registration of `{name}`"),
+                "a consumer or task of this name is already registered",
+            ));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+}
+
+/// Registers an event handler (a saga, a notifier, a connector) to run in its
+/// own consumer under `config`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] when something of the same name is registered.
+pub fn register_handler(
+    builder: &mut ApplicationBuilder,
+    handler: Arc<dyn EventHandler>,
+    config: ConsumerConfig,
+) -> Result<()> {
+    let name = handler.name().to_owned();
+    let factory: HandlerFactory = Arc::new(move |_: &Application| Ok(handler.clone()));
+    builder.extension_mut::<Registrations>().add(
+        Some(&name),
+        Registered::Handler {
+            name: Some(name.clone()),
+            factory,
+            config,
+        },
+    )
+}
+
+/// Registers a handler built at [`Runtime::start`] from the application (for
+/// handlers that send commands through it). Its name is checked for clashes
+/// at start.
+///
+/// # Errors
+/// None today; `Result` for symmetry with the other registrations.
+pub fn register_handler_with<F>(
+    builder: &mut ApplicationBuilder,
+    config: ConsumerConfig,
+    factory: F,
+) -> Result<()>
+where
+    F: Fn(&Application) -> Result<Arc<dyn EventHandler>> + Send + Sync + 'static,
+{
+    builder.extension_mut::<Registrations>().add(
+        None,
+        Registered::Handler {
+            name: None,
+            factory: Arc::new(factory),
+            config,
+        },
+    )
+}
+
+/// Registers an at-least-once [`Projection`] under `config`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] when something of the same name is registered.
+pub fn register_projection(
+    builder: &mut ApplicationBuilder,
+    projection: Arc<dyn Projection>,
+    config: ConsumerConfig,
+) -> Result<()> {
+    let name = projection.name().to_owned();
+    builder
+        .extension_mut::<Registrations>()
+        .add(Some(&name), Registered::Projection { projection, config })
+}
+
+/// Registers an exactly-once [`TransactionalProjection`] under `config`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] when something of the same name is registered.
+pub fn register_transactional_projection(
+    builder: &mut ApplicationBuilder,
+    projection: Arc<dyn TransactionalProjection>,
+    config: ConsumerConfig,
+) -> Result<()> {
+    let name = projection.name().to_owned();
+    builder.extension_mut::<Registrations>().add(
+        Some(&name),
+        Registered::Transactional { projection, config },
+    )
+}
+
+/// Registers a [`BackgroundTask`].
+///
+/// # Errors
+/// [`Error::InvalidInput`] when something of the same name is registered.
+pub fn register_task(
+    builder: &mut ApplicationBuilder,
+    task: Arc<dyn BackgroundTask>,
+) -> Result<()> {
+    let name = task.name().to_owned();
+    builder
+        .extension_mut::<Registrations>()
+        .add(Some(&name), Registered::Task(task))
+}
+
+/// Starts everything registered with an application.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use orchestrix::runtime::{self, ConsumerConfig, Projection, Runtime};
+/// use orchestrix::store::ExpectedRevision;
+/// use orchestrix::{Application, EventRecord, RecordedEvent, Result, Store, StreamId};
+///
+/// #[derive(Debug, Default)]
+/// struct Count(AtomicU64);
+///
+/// #[async_trait::async_trait]
+/// impl Projection for Count {
+///     fn name(&self) -> &str { "count" }
+///     async fn apply(&self, _: &RecordedEvent) -> Result<()> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     }
+///     async fn reset(&self) -> Result<()> {
+///         self.0.store(0, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let count = Arc::new(Count::default());
+/// let mut builder = Application::builder(Store::memory());
+/// // Usually inside `Module::register`.
+/// runtime::register_projection(&mut builder, count.clone(), ConsumerConfig::default())?;
+/// let app = builder.build();
+///
+/// let running = Runtime::start(&app).await?;
+/// let stream = StreamId::parse("order-1")?;
+/// let e = EventRecord::json("com.acme.Placed", 1, &serde_json::json!({}));
+/// app.store().append(&stream, ExpectedRevision::NoStream, vec![e]).await?;
+/// running.catch_up().await?;
+/// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+/// assert!(running.projection("count").is_some());
+/// running.shutdown().await?;
+/// # Ok::<(), orchestrix::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Runtime;
+
+impl Runtime {
+    /// Starts a consumer for every registered handler and projection and a
+    /// task for every background task; stops what it started if one fails.
+    ///
+    /// # Errors
+    /// A handler factory's error, a name registered twice, or a consumer that
+    /// cannot start.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub async fn start(app: &Application) -> Result<RuntimeHandle> {
+        let (trigger, shutdown) = Shutdown::new();
+        let mut running = RuntimeHandle {
+            handlers: Vec::new(),
+            projections: Vec::new(),
+            transactional: Vec::new(),
+            tasks: Vec::new(),
+            trigger,
+            store: app.store().clone(),
+        };
+        let Some(registrations) = app.extension::<Registrations>() else {
+            return Ok(running);
+        };
+        let store = app.store();
+        let mut names = HashSet::new();
+        let mut claim = |name: &str| {
+            if names.insert(name.to_owned()) {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    format!("runtime consumer `{name}`"),
+                    "two consumers have this name",
+                ))
+            }
+        };
+        for entry in &registrations.entries {
+            match entry {
+                Registered::Handler {
+                    factory, config, ..
+                } => {
+                    let handler = factory(app)?;
+                    claim(handler.name())?;
+                    let handle =
+                        start(store.clone(), Pipeline::Handler(handler), config.clone()).await?;
+                    running.handlers.push(handle);
+                }
+                Registered::Projection { projection, config } => {
+                    claim(projection.name())?;
+                    let runner = ProjectionRunner::builder(store.clone(), projection.clone())
+                        .config(config.clone())
+                        .start()
+                        .await?;
+                    running.projections.push(runner);
+                }
+                Registered::Transactional { projection, config } => {
+                    claim(projection.name())?;
+                    let runner = ProjectionRunner::transactional(store.clone(), projection.clone())
+                        .config(config.clone())
+                        .start()
+                        .await?;
+                    running.transactional.push(runner);
+                }
+                Registered::Task(task) => {
+                    claim(task.name())?;
+                    let (task, app, shutdown) = (task.clone(), app.clone(), shutdown.clone());
+                    let name = task.name().to_owned();
+                    let join = tokio::spawn(async move { task.run(app, shutdown).await });
+                    running.tasks.push((name, join));
+                }
+            }
+        }
+        tracing::info!(
+            handlers = running.handlers.len(),
+            projections = running.projections.len() + running.transactional.len(),
+            tasks = running.tasks.len(),
+            "runtime started"
+        );
+        Ok(running)
+    }
+}
+
+/// The running consumers and tasks of an application.
+///
+/// Stop with [`shutdown`](Self::shutdown). Dropping it instead stops every
+/// consumer and task at once, as a crash would (nothing drained or committed).
+pub struct RuntimeHandle {
+    handlers: Vec<ConsumerHandle>,
+    projections: Vec<ProjectionRunner<dyn Projection>>,
+    transactional: Vec<ProjectionRunner<dyn TransactionalProjection>>,
+    tasks: Vec<(String, JoinHandle<Result<()>>)>,
+    trigger: watch::Sender<bool>,
+    store: Store,
+}
+
+impl fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field(
+                "consumers",
+                &self
+                    .monitors()
+                    .iter()
+                    .map(ConsumerMonitor::name)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl RuntimeHandle {
+    /// Monitors of every consumer (handlers and projections).
+    #[must_use]
+    pub fn monitors(&self) -> Vec<ConsumerMonitor> {
+        self.handlers
+            .iter()
+            .map(ConsumerHandle::monitor)
+            .chain(self.projections.iter().map(ProjectionRunner::monitor))
+            .chain(self.transactional.iter().map(ProjectionRunner::monitor))
+            .collect()
+    }
+
+    /// The monitor of the consumer named `name`.
+    #[must_use]
+    pub fn monitor(&self, name: &str) -> Option<ConsumerMonitor> {
+        self.monitors().into_iter().find(|m| m.name() == name)
+    }
+
+    /// The runner of the registered [`Projection`] named `name` (for rebuilds).
+    #[must_use]
+    pub fn projection(&self, name: &str) -> Option<&ProjectionRunner<dyn Projection>> {
+        self.projections.iter().find(|r| r.name() == name)
+    }
+
+    /// The runner of the registered [`TransactionalProjection`] named `name`.
+    #[must_use]
+    pub fn transactional_projection(
+        &self,
+        name: &str,
+    ) -> Option<&ProjectionRunner<dyn TransactionalProjection>> {
+        self.transactional.iter().find(|r| r.name() == name)
+    }
+
+    /// Waits until every consumer has processed up to `head`.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] when a consumer stops first.
+    pub async fn wait_until_caught_up(&self, head: u64) -> Result<()> {
+        for monitor in self.monitors() {
+            monitor.wait_until_caught_up(head).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the head now and waits until every consumer reaches it; returns
+    /// that head.
+    ///
+    /// # Errors
+    /// As [`wait_until_caught_up`](Self::wait_until_caught_up), or when the head
+    /// cannot be read.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let head = self.store.head_position().await?;
+        self.wait_until_caught_up(head).await?;
+        Ok(head)
+    }
+
+    /// Stops everything gracefully: signals the background tasks, shuts down
+    /// every consumer (drain, commit), then waits for the tasks. Returns the
+    /// first error, after stopping everything.
+    ///
+    /// # Errors
+    /// A consumer's shutdown error or a task's error.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.trigger.send_replace(true);
+        let mut result = Ok(());
+        for handle in std::mem::take(&mut self.handlers) {
+            result = result.and(handle.shutdown().await);
+        }
+        for runner in std::mem::take(&mut self.projections) {
+            result = result.and(runner.shutdown().await);
+        }
+        for runner in std::mem::take(&mut self.transactional) {
+            result = result.and(runner.shutdown().await);
+        }
+        for (name, task) in std::mem::take(&mut self.tasks) {
+            let outcome = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::backend(
+                    "runtime",
+                    "background task",
+                    false,
+                    format!("`{name}`: {e}"),
+                )),
+            };
+            result = result.and(outcome);
+        }
+        tracing::info!("runtime stopped");
+        result
+    }
+}
+
+impl Drop for RuntimeHandle {
+    fn drop(&mut self) {
+        // Consumers abort in their own `Drop`; tasks need telling.
+        for (_, task) in &self.tasks {
+            task.abort();
+        }
+    }
+}
