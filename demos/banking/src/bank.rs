@@ -1,0 +1,207 @@
+//! The bank as a module and as a running service.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use orchestrix::runtime::{self, ConsumerConfig, Runtime, RuntimeHandle};
+use orchestrix::saga::{self, SagaConfig, SagaEngine, SagaStatus};
+use orchestrix::{Application, ApplicationBuilder, CommandOutcome, Error, Module, Result, Store};
+
+use crate::account::{Account, AccountCommand, Cents};
+use crate::balances::Balances;
+use crate::saga::TransferSaga;
+use crate::transfer::{Transfer, TransferCommand};
+
+/// Registers accounts, transfers, the transfer saga and the balances
+/// projection.
+#[derive(Debug)]
+pub struct BankModule {
+    saga: TransferSaga,
+    saga_config: SagaConfig,
+    consumer: ConsumerConfig,
+    balances: Arc<Balances>,
+    engine: Arc<OnceLock<SagaEngine<TransferSaga>>>,
+}
+
+impl BankModule {
+    /// A module with its own balances read model.
+    #[must_use]
+    pub fn new(saga: TransferSaga, saga_config: SagaConfig, consumer: ConsumerConfig) -> Self {
+        Self {
+            saga,
+            saga_config,
+            consumer,
+            balances: Arc::default(),
+            engine: Arc::default(),
+        }
+    }
+
+    /// The balances read model.
+    #[must_use]
+    pub fn balances(&self) -> Arc<Balances> {
+        self.balances.clone()
+    }
+
+    /// The saga engine, once registered.
+    #[must_use]
+    pub fn engine_slot(&self) -> Arc<OnceLock<SagaEngine<TransferSaga>>> {
+        self.engine.clone()
+    }
+}
+
+impl Module for BankModule {
+    fn name(&self) -> &str {
+        "bank"
+    }
+
+    fn register(&self, app: &mut ApplicationBuilder) -> Result<()> {
+        app.aggregate::<Account>()?;
+        app.aggregate::<Transfer>()?;
+        runtime::register_projection(app, self.balances.clone(), self.consumer.clone())?;
+        let engine = saga::register(
+            app,
+            self.saga.clone(),
+            self.saga_config.clone(),
+            self.consumer.clone(),
+        )?;
+        self.engine
+            .set(engine)
+            .map_err(|_| Error::invalid("bank module", "registered twice"))
+    }
+}
+
+/// Settings of a [`Bank`].
+#[derive(Debug, Clone, Default)]
+pub struct BankOptions {
+    /// The transfer saga (its deadline).
+    pub saga: TransferSaga,
+    /// The saga engine (clock, timer interval).
+    pub saga_config: SagaConfig,
+    /// The consumers of the saga and the projection.
+    pub consumer: ConsumerConfig,
+}
+
+/// A running bank: the application, its runtime, the saga and the read model.
+#[derive(Debug)]
+pub struct Bank {
+    app: Application,
+    transfers: SagaEngine<TransferSaga>,
+    balances: Arc<Balances>,
+    runtime: Option<RuntimeHandle>,
+}
+
+impl Bank {
+    /// Builds the application on `store` and starts its runtime.
+    ///
+    /// # Errors
+    /// A registration or start error.
+    pub async fn start(store: Store, options: BankOptions) -> Result<Self> {
+        let module = BankModule::new(options.saga, options.saga_config, options.consumer);
+        let balances = module.balances();
+        let slot = module.engine_slot();
+        let app = Application::builder(store).module(module)?.build();
+        let transfers = slot
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::invalid("bank module", "the saga was not registered"))?;
+        let runtime = Runtime::start(&app).await?;
+        Ok(Self {
+            app,
+            transfers,
+            balances,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The application.
+    #[must_use]
+    pub fn app(&self) -> &Application {
+        &self.app
+    }
+
+    /// The transfer saga's engine (status queries).
+    #[must_use]
+    pub fn transfers(&self) -> &SagaEngine<TransferSaga> {
+        &self.transfers
+    }
+
+    /// The balances read model.
+    #[must_use]
+    pub fn balances(&self) -> &Balances {
+        &self.balances
+    }
+
+    /// Executes an account command.
+    ///
+    /// # Errors
+    /// The account's rejection or a store error.
+    pub async fn execute(&self, command: AccountCommand) -> Result<CommandOutcome> {
+        self.app.execute(command).await
+    }
+
+    /// Asks for a transfer and waits until the saga has settled it.
+    ///
+    /// # Errors
+    /// A rejected request, a store error, or a saga that did not settle.
+    pub async fn transfer(
+        &self,
+        transfer: &str,
+        from: &str,
+        to: &str,
+        amount: Cents,
+    ) -> Result<SagaStatus> {
+        let request = TransferCommand::Request {
+            transfer: transfer.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            amount,
+        };
+        self.app.execute(request).await?;
+        self.settle().await?;
+        self.transfers
+            .status(transfer)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("saga of transfer `{transfer}`"),
+            })
+    }
+
+    /// Waits until every consumer has handled every event, including the
+    /// events that the saga's own commands appended (at most 30 s).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], or a consumer that stopped.
+    pub async fn settle(&self) -> Result<()> {
+        let Some(runtime) = &self.runtime else {
+            return Err(Error::Shutdown {
+                component: "bank runtime",
+            });
+        };
+        let limit = Duration::from_secs(30);
+        let work = async {
+            loop {
+                let head = runtime.catch_up().await?;
+                if self.app.store().head_position().await? == head {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "settling the bank's consumers".into(),
+                after: limit,
+            })?
+    }
+
+    /// Stops the runtime gracefully.
+    ///
+    /// # Errors
+    /// A consumer's or task's shutdown error.
+    pub async fn shutdown(mut self) -> Result<()> {
+        match self.runtime.take() {
+            Some(runtime) => runtime.shutdown().await,
+            None => Ok(()),
+        }
+    }
+}

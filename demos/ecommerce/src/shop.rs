@@ -1,0 +1,138 @@
+//! The shop as a module and as a running service.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use orchestrix::runtime::{ConsumerConfig, Runtime, RuntimeHandle};
+use orchestrix::saga::{self, SagaConfig, SagaEngine};
+use orchestrix::{Application, ApplicationBuilder, Error, Module, Result, Store};
+
+use crate::domain::{Inventory, Order, Payment};
+use crate::saga::OrderSaga;
+
+/// Registers orders, payments, inventory and the order saga.
+#[derive(Debug, Default)]
+pub struct ShopModule {
+    saga_config: SagaConfig,
+    consumer: ConsumerConfig,
+    engine: Arc<OnceLock<SagaEngine<OrderSaga>>>,
+}
+
+impl ShopModule {
+    /// A module with these saga and consumer settings.
+    #[must_use]
+    pub fn new(saga_config: SagaConfig, consumer: ConsumerConfig) -> Self {
+        Self {
+            saga_config,
+            consumer,
+            engine: Arc::default(),
+        }
+    }
+
+    /// Where the saga engine lands once registered.
+    #[must_use]
+    pub fn engine_slot(&self) -> Arc<OnceLock<SagaEngine<OrderSaga>>> {
+        self.engine.clone()
+    }
+}
+
+impl Module for ShopModule {
+    fn name(&self) -> &str {
+        "shop"
+    }
+
+    fn register(&self, app: &mut ApplicationBuilder) -> Result<()> {
+        app.aggregate::<Order>()?;
+        app.aggregate::<Payment>()?;
+        app.aggregate::<Inventory>()?;
+        let engine = saga::register(
+            app,
+            OrderSaga,
+            self.saga_config.clone(),
+            self.consumer.clone(),
+        )?;
+        self.engine
+            .set(engine)
+            .map_err(|_| Error::invalid("shop module", "registered twice"))
+    }
+}
+
+/// A running shop.
+#[derive(Debug)]
+pub struct Shop {
+    app: Application,
+    orders: SagaEngine<OrderSaga>,
+    runtime: Option<RuntimeHandle>,
+}
+
+impl Shop {
+    /// Builds the application on `store` and starts its runtime.
+    ///
+    /// # Errors
+    /// A registration or start error.
+    pub async fn start(store: Store, module: ShopModule) -> Result<Self> {
+        let slot = module.engine_slot();
+        let app = Application::builder(store).module(module)?.build();
+        let orders = slot
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::invalid("shop module", "the saga was not registered"))?;
+        let runtime = Runtime::start(&app).await?;
+        Ok(Self {
+            app,
+            orders,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The application.
+    #[must_use]
+    pub fn app(&self) -> &Application {
+        &self.app
+    }
+
+    /// The order saga's engine.
+    #[must_use]
+    pub fn orders(&self) -> &SagaEngine<OrderSaga> {
+        &self.orders
+    }
+
+    /// Waits until every consumer has handled every event, including those
+    /// the saga's commands appended (at most 30 s).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], or a consumer that stopped.
+    pub async fn settle(&self) -> Result<()> {
+        let Some(runtime) = &self.runtime else {
+            return Err(Error::Shutdown {
+                component: "shop runtime",
+            });
+        };
+        let limit = Duration::from_secs(30);
+        let work = async {
+            loop {
+                let head = runtime.catch_up().await?;
+                if self.app.store().head_position().await? == head {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "settling the shop's consumers".into(),
+                after: limit,
+            })?
+    }
+
+    /// Stops the runtime gracefully.
+    ///
+    /// # Errors
+    /// A consumer's or task's shutdown error.
+    pub async fn shutdown(mut self) -> Result<()> {
+        match self.runtime.take() {
+            Some(runtime) => runtime.shutdown().await,
+            None => Ok(()),
+        }
+    }
+}
