@@ -1,0 +1,388 @@
+//! One owned partition: its durable pull consumer and the message loop.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{AckKind, Message};
+use futures::{FutureExt as _, StreamExt as _};
+use orchestrix::cloudevent::binary;
+use orchestrix::{Error, RecordedEvent, Result};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::Shared;
+use crate::dead_letter::Failure;
+use crate::error::{NatsError, backend, client};
+use crate::handler::NatsDelivery;
+
+/// Whether this worker may still act for the partition: the time, in
+/// milliseconds since [`Shared::epoch`], until which its lease is surely
+/// valid (renewal sent + TTL - one heartbeat of margin).
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseClock {
+    epoch: Instant,
+    valid_until_ms: Arc<AtomicU64>,
+}
+
+impl LeaseClock {
+    pub(crate) fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            valid_until_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Marks the lease valid until `at`.
+    pub(crate) fn extend_to(&self, at: Instant) {
+        let ms =
+            u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        self.valid_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// How long the lease is still surely valid (zero when it may be lost).
+    pub(crate) fn remaining(&self) -> Duration {
+        let until = self.epoch + Duration::from_millis(self.valid_until_ms.load(Ordering::Acquire));
+        until.saturating_duration_since(Instant::now())
+    }
+}
+
+/// How long after a pull request's expiry the worker still waits for the
+/// server's end-of-request status (or a message in transit).
+const REQUEST_GRACE: Duration = Duration::from_millis(500);
+
+/// Why a partition task ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Asked to stop; in-flight work finished.
+    Stopped,
+    /// The lease could not be confirmed in time; stopped without acking
+    /// further messages.
+    LeaseExpired,
+    /// Could not set up or read the consumer.
+    Failed(Error),
+}
+
+/// The durable name of a partition's consumer: `{group}-p{partition}`
+/// (the group with characters other than letters, digits, `-` and `_`
+/// replaced by `_`).
+pub fn durable_name(group_key: &str, partition: u32) -> String {
+    format!("{group_key}-p{partition}")
+}
+
+/// Creates (or updates) the partition's durable pull consumer.
+async fn consumer(shared: &Shared, partition: u32) -> Result<PullConsumer> {
+    let c = &shared.config.consumer;
+    let name = durable_name(&shared.group_key, partition);
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!(
+            "Orchestrix group `{}`, partition {partition}",
+            shared.group
+        )),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: c.ack_wait(),
+        // Deliveries are counted and limited by the worker, which
+        // dead-letters on the last one; the server never drops a message.
+        max_deliver: -1,
+        filter_subject: shared.config.partition_subject(partition),
+        max_ack_pending: i64::from(c.max_ack_pending),
+        ..Default::default()
+    };
+    shared.stream.create_consumer(config).await.map_err(|e| {
+        client(
+            "consume",
+            true,
+            format!(
+                "create consumer `{name}` on `{}`",
+                shared.config.stream.name
+            ),
+            e,
+        )
+    })
+}
+
+/// Runs a partition until `stop` says so or the lease lapses.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    partition: u32,
+    mut stop: watch::Receiver<bool>,
+    lease: LeaseClock,
+) -> Exit {
+    let span = tracing::info_span!("orchestrix.nats.partition", group = %shared.group, worker = %shared.worker, partition);
+    async move {
+        let consumer = loop {
+            match consumer(&shared, partition).await {
+                Ok(c) => break c,
+                Err(e) if e.is_transient() && !*stop.borrow() => {
+                    tracing::warn!(error = %e, "cannot set up the consumer; retrying");
+                    tokio::select! {
+                        _ = stop.changed() => return Exit::Stopped,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                Err(e) => return Exit::Failed(e),
+            }
+        };
+        tracing::debug!("partition started");
+        let c = &shared.config.consumer;
+        loop {
+            if *stop.borrow() {
+                return Exit::Stopped;
+            }
+            let requested = Instant::now();
+            let mut batch = match consumer.batch().max_messages(c.fetch_batch).expires(c.fetch_wait()).messages().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pull request failed; retrying");
+                    tokio::select! {
+                        _ = stop.changed() => return Exit::Stopped,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                }
+            };
+            // The server ends a pull request at `fetch_wait` with a 408
+            // status, but a 2.9 server sometimes sends none; the client would
+            // then wait 5 s more. Past the server's expiry nothing new can
+            // come, so stop waiting shortly after it.
+            let over = requested + c.fetch_wait() + REQUEST_GRACE;
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.changed() => None,
+                    next = tokio::time::timeout_at(over, batch.next()) => Some(next.unwrap_or(None)),
+                };
+                match next {
+                    // Stop asked while waiting: give back what this pull
+                    // request still brings, so the next owner gets it at once.
+                    None => {
+                        drain(&mut batch, c.fetch_wait(), None).await;
+                        return Exit::Stopped;
+                    }
+                    Some(None) => break,
+                    Some(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "pull request ended");
+                        break;
+                    }
+                    Some(Some(Ok(message))) => {
+                        if lease.remaining().is_zero() {
+                            // The lease may be someone else's by now: do not
+                            // handle; give the message back.
+                            drain(&mut batch, c.fetch_wait(), Some(message)).await;
+                            return Exit::LeaseExpired;
+                        }
+                        process(&shared, partition, message).await;
+                        if *stop.borrow() {
+                            drain(&mut batch, c.fetch_wait(), None).await;
+                            return Exit::Stopped;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Gives back every message a pull request still delivers until it
+/// expires, so that a stopped partition holds nothing: they are held until
+/// the request is over (a message given back earlier would come straight
+/// back to the same request), then negatively acknowledged in order, so the
+/// next owner gets them at once.
+async fn drain(batch: &mut pull::Batch, wait: Duration, first: Option<Message>) {
+    let deadline = Instant::now() + wait + Duration::from_millis(100);
+    let mut held: Vec<Message> = first.into_iter().collect();
+    while let Ok(Some(next)) = tokio::time::timeout_at(deadline, batch.next()).await {
+        if let Ok(message) = next {
+            held.push(message);
+        }
+    }
+    for message in held {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// Handles one message: decode, filter, handle with progress acks, then ack,
+/// nak with backoff, or dead-letter and terminate.
+async fn process(shared: &Shared, partition: u32, message: Message) {
+    let (stream_sequence, consumer_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.consumer_sequence, info.delivered),
+        Err(e) => {
+            tracing::error!(error = %e, "a message without JetStream metadata; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+    let failure = |error| failure(shared, &message, error, attempt, stream_sequence);
+
+    let event = match decode(&message) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::warn!(sequence = stream_sequence, error = %error, "undecodable message; dead-lettering");
+            dead_letter(shared, &message, &failure(&error)).await;
+            return;
+        }
+    };
+    let max_attempts = shared.retry.max_attempts();
+    if attempt > max_attempts {
+        // Delivered more often than allowed without an outcome (a worker
+        // crashed or hung while handling it): do not risk another crash.
+        let error = backend(
+            "consume",
+            false,
+            NatsError::Task {
+                task: format!("handler `{}`", shared.handler.name()),
+                reason: format!(
+                    "delivered {attempt} times, more than the {max_attempts} allowed, without an outcome"
+                ),
+            },
+        );
+        tracing::warn!(
+            sequence = stream_sequence,
+            attempt,
+            "too many deliveries; dead-lettering unhandled"
+        );
+        dead_letter(shared, &message, &failure(&error)).await;
+        return;
+    }
+    if !shared
+        .filter
+        .matches(event.stream_id.category(), event.event_type())
+    {
+        let _ = message.ack().await;
+        return;
+    }
+    let delivery = NatsDelivery {
+        partition,
+        attempt,
+        stream_sequence,
+        consumer_sequence,
+        group: shared.group.clone(),
+        worker: shared.worker.clone(),
+    };
+    let span = tracing::info_span!(
+        "orchestrix.handle",
+        handler = shared.handler.name(),
+        event_id = %event.id(),
+        event_type = event.event_type(),
+        stream = %event.stream_id,
+        position = event.position,
+        sequence = stream_sequence,
+        partition,
+        attempt,
+        error = tracing::field::Empty,
+    );
+    let result = handle_with_progress(shared, &message, &event, &delivery)
+        .instrument(span.clone())
+        .await;
+    match result {
+        Ok(()) => {
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+            }
+            shared.stats.handled.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => {
+            span.record("error", tracing::field::display(&error));
+            if shared.retry.should_retry(&error, attempt) {
+                let delay = shared.retry.delay(attempt + 1).unwrap_or_default();
+                tracing::debug!(parent: &span, error = %error, ?delay, "transient failure; redelivering later");
+                shared.stats.retried.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            } else {
+                tracing::warn!(parent: &span, error = %error, "giving up; dead-lettering");
+                dead_letter(shared, &message, &failure(&error)).await;
+            }
+        }
+    }
+}
+
+/// Runs the handler, telling the server every half ack-wait that work is in
+/// progress, and turns a panic into a permanent error.
+async fn handle_with_progress(
+    shared: &Shared,
+    message: &Message,
+    event: &RecordedEvent,
+    delivery: &NatsDelivery,
+) -> Result<()> {
+    let every = shared.config.consumer.ack_wait() / 2;
+    let handling = AssertUnwindSafe(shared.handler.handle(event, delivery)).catch_unwind();
+    tokio::pin!(handling);
+    let mut progress = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            result = &mut handling => {
+                return result.unwrap_or_else(|panic| {
+                    let reason = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_owned());
+                    Err(backend(
+                        "handle",
+                        false,
+                        NatsError::Task { task: format!("handler `{}`", shared.handler.name()), reason: format!("panicked: {reason}") },
+                    ))
+                });
+            }
+            _ = progress.tick() => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+fn failure<'a>(
+    shared: &'a Shared,
+    message: &'a Message,
+    error: &'a Error,
+    attempts: u32,
+    sequence: u64,
+) -> Failure<'a> {
+    Failure {
+        message: &message.message,
+        error,
+        attempts,
+        consumer: &shared.group,
+        worker: &shared.worker,
+        stream: &shared.config.stream.name,
+        sequence,
+    }
+}
+
+/// Publishes the dead letter and terminates the message; when the dead
+/// letter cannot be stored, naks with a delay so that nothing is lost.
+async fn dead_letter(shared: &Shared, message: &Message, failure: &Failure<'_>) {
+    match shared.dead_letters.send(failure).await {
+        Ok(()) => {
+            shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store the dead letter; redelivering later");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
+}
+
+/// The stored event a message carries.
+fn decode(message: &Message) -> Result<RecordedEvent> {
+    let empty = async_nats::HeaderMap::new();
+    let headers = message.message.headers.as_ref().unwrap_or(&empty);
+    let pairs = headers.iter().flat_map(|(name, values)| {
+        values
+            .iter()
+            .map(move |v| (AsRef::<str>::as_ref(name), v.as_str().as_bytes()))
+    });
+    let ce = binary::decode(pairs, &message.message.payload, binary::NATS_PREFIX)?;
+    binary::to_recorded(&ce)
+}
