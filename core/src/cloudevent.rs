@@ -437,6 +437,21 @@ impl CloudEvent {
         } else {
             Data::Binary(r.data.clone())
         };
+        Self::from_recorded_with(event, data)
+    }
+
+    /// [`from_recorded`](Self::from_recorded) with the stored bytes kept as
+    /// they are ([`Data::Binary`], `datacontenttype` unchanged): what binary
+    /// content mode sends as the body, without parsing and re-serializing JSON.
+    ///
+    /// # Errors
+    /// As [`from_recorded`](Self::from_recorded).
+    pub fn from_recorded_opaque(event: &RecordedEvent) -> Result<Self> {
+        Self::from_recorded_with(event, Data::Binary(event.record.data.clone()))
+    }
+
+    fn from_recorded_with(event: &RecordedEvent, data: Data) -> Result<Self> {
+        let r = &event.record;
         let mut b = Self::builder(r.id.to_string(), r.source.clone(), r.event_type.clone())
             .time(r.time)
             .subject(event.stream_id.as_str())
@@ -752,6 +767,17 @@ pub mod binary {
                 assert_eq!(back.record.content_type, "application/json");
                 assert_eq!(back.record.time.timestamp_micros(), recorded.record.time.timestamp_micros());
             }
+        }
+
+        #[test]
+        fn opaque_envelope_keeps_the_stored_bytes_and_the_same_headers() {
+            let mut record = EventRecord::json("com.acme.Placed", 1, &serde_json::json!({"b": 1, "a": 2}));
+            record.data = bytes::Bytes::from_static(br#"{ "b": 1, "a": 2 }"#);
+            let recorded = RecordedEvent { stream_id: StreamId::parse("order-5").unwrap(), revision: 0, position: 1, record };
+            let (parsed_headers, _) = encode(&CloudEvent::from_recorded(&recorded).unwrap(), KAFKA_PREFIX);
+            let (headers, body) = encode(&CloudEvent::from_recorded_opaque(&recorded).unwrap(), KAFKA_PREFIX);
+            assert_eq!(headers, parsed_headers);
+            assert_eq!(body, recorded.record.data, "not re-serialized");
         }
 
         #[test]

@@ -1,0 +1,1015 @@
+//! Consumer-group workers: projections, sagas and connectors as partitioned
+//! consumers across processes.
+//!
+//! A [`ConsumerWorker`] joins a consumer group; the group assigns it
+//! partitions. One dedicated thread polls the consumer and serves rebalances;
+//! every assigned partition gets its own task, so one partition's events are
+//! handled one at a time in offset order (and so each stream's in revision
+//! order) while partitions run in parallel.
+//!
+//! - **Commits after handling.** Auto-commit is off; an offset is committed
+//!   only once its message was handled or dead-lettered (asynchronously every
+//!   `commit_interval_ms`, synchronously on revoke and shutdown).
+//! - **Revoke.** In-flight handlers finish, their offsets are committed, then
+//!   the partitions are released. Messages fetched but not started are left
+//!   for the next owner.
+//! - **Retry, then dead-letter.** A transient error is retried under the
+//!   retry policy; a permanent one, an exhausted retry or an undecodable
+//!   record goes to the dead-letter topic with the original headers plus the
+//!   `orchestrix-*` headers of [`crate::dead_letter`], and the partition moves
+//!   on: a poison message never stalls it.
+//! - **Exactly-once read models.** An [`OffsetHandler`] stores
+//!   [`KafkaPosition::next_offset`] in the same transaction as its effects, and
+//!   its [`load_offsets`](OffsetHandler::load_offsets) is asked on every
+//!   assignment; the worker starts each partition there.
+//! - **Flow control.** A partition whose buffered messages reach
+//!   `max_buffered_per_partition` is paused until its task catches up.
+//! - **Shutdown** ([`ConsumerWorker::shutdown`]): stop fetching, let in-flight
+//!   handlers finish, commit, leave the group.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::FutureExt as _;
+use orchestrix::RecordedEvent;
+use orchestrix::runtime::{Delivery, EventHandler, RetryPolicy};
+use orchestrix::store::Filter;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
+
+use crate::config::KafkaConfig;
+use crate::dead_letter::{DeadLetters, Failure};
+use crate::error::{Error, Result};
+use crate::message::{KafkaPosition, KafkaRecord};
+
+/// A handler whose read model keeps the consumed offsets itself, in the same
+/// transaction as its effects: the exactly-once variant of [`EventHandler`].
+///
+/// ```no_run
+/// use std::collections::HashMap;
+/// use orchestrix::runtime::Delivery;
+/// use orchestrix::RecordedEvent;
+/// use orchestrix_kafka::{KafkaPosition, OffsetHandler};
+///
+/// #[derive(Debug)]
+/// struct Balances; // holds e.g. a PostgreSQL pool
+///
+/// #[async_trait::async_trait]
+/// impl OffsetHandler for Balances {
+///     fn name(&self) -> &str { "balances" }
+///     async fn handle(&self, event: &RecordedEvent, at: &KafkaPosition, _: &Delivery) -> orchestrix::Result<()> {
+///         // BEGIN; update the balance of event.stream_id;
+///         // UPSERT offsets (at.topic, at.partition) = at.next_offset(); COMMIT
+///         Ok(())
+///     }
+///     async fn load_offsets(&self, topic: &str, partitions: &[i32]) -> orchestrix::Result<HashMap<i32, i64>> {
+///         // SELECT partition, next_offset FROM offsets WHERE topic = $1 AND partition = ANY($2)
+///         Ok(HashMap::new())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait OffsetHandler: Send + Sync + fmt::Debug + 'static {
+    /// A stable name: the default consumer group and the dead-letter key.
+    fn name(&self) -> &str;
+
+    /// The events this handler wants (all by default). Others are skipped
+    /// without calling [`handle`](Self::handle).
+    fn filter(&self) -> Filter {
+        Filter::all()
+    }
+
+    /// Handles one event and stores `position.next_offset()` for
+    /// `(position.topic, position.partition)` in the same transaction.
+    async fn handle(
+        &self,
+        event: &RecordedEvent,
+        position: &KafkaPosition,
+        delivery: &Delivery,
+    ) -> orchestrix::Result<()>;
+
+    /// The stored next offsets of `partitions` of `topic`, asked when they are
+    /// assigned. A partition left out starts at the group's committed offset
+    /// (or `auto.offset.reset`).
+    async fn load_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> orchestrix::Result<HashMap<i32, i64>>;
+}
+
+/// What a worker does with each record (events, offset-aware events, ingest).
+#[async_trait]
+pub(crate) trait Processor: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
+    /// Handles one record; `Ok(false)` when it was skipped by a filter.
+    async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool>;
+
+    /// Offsets to start from, for processors that keep them.
+    async fn load_offsets(
+        &self,
+        _topic: &str,
+        _partitions: &[i32],
+    ) -> orchestrix::Result<Option<HashMap<i32, i64>>> {
+        Ok(None)
+    }
+}
+
+struct EventProcessor {
+    handler: Arc<dyn EventHandler>,
+    filter: Filter,
+}
+
+#[async_trait]
+impl Processor for EventProcessor {
+    fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool> {
+        let event = record.decode_event()?;
+        if !self
+            .filter
+            .matches(event.stream_id.category(), event.event_type())
+        {
+            return Ok(false);
+        }
+        self.handler.handle(&event, delivery).await?;
+        Ok(true)
+    }
+}
+
+struct OffsetProcessor {
+    handler: Arc<dyn OffsetHandler>,
+    filter: Filter,
+}
+
+#[async_trait]
+impl Processor for OffsetProcessor {
+    fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool> {
+        let event = record.decode_event()?;
+        if !self
+            .filter
+            .matches(event.stream_id.category(), event.event_type())
+        {
+            return Ok(false);
+        }
+        self.handler
+            .handle(&event, &record.position(), delivery)
+            .await?;
+        Ok(true)
+    }
+
+    async fn load_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> orchestrix::Result<Option<HashMap<i32, i64>>> {
+        self.handler.load_offsets(topic, partitions).await.map(Some)
+    }
+}
+
+/// Counters of a worker since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Records fetched.
+    pub received: u64,
+    /// Records handled successfully.
+    pub handled: u64,
+    /// Records skipped by the handler's filter.
+    pub skipped: u64,
+    /// Retries (attempts after the first).
+    pub retried: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Offset commits sent.
+    pub commits: u64,
+    /// Rebalances (assignments and revocations) served.
+    pub rebalances: u64,
+    /// Times a partition was paused because its buffer was full.
+    pub pauses: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    handled: AtomicU64,
+    skipped: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    commits: AtomicU64,
+    rebalances: AtomicU64,
+    pauses: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> ConsumerStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConsumerStats {
+            received: get(&self.received),
+            handled: get(&self.handled),
+            skipped: get(&self.skipped),
+            retried: get(&self.retried),
+            dead_lettered: get(&self.dead_lettered),
+            commits: get(&self.commits),
+            rebalances: get(&self.rebalances),
+            pauses: get(&self.pauses),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Progress of one assigned partition, shared by its task and the poll thread.
+struct PartitionState {
+    /// Next offset to commit (`-1`: nothing handled yet).
+    next: AtomicI64,
+    /// Records sent to the task and not yet taken.
+    queued: AtomicUsize,
+}
+
+struct Slot {
+    tx: mpsc::UnboundedSender<KafkaRecord>,
+    state: Arc<PartitionState>,
+    stop: watch::Sender<bool>,
+    done: std_mpsc::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+    paused: bool,
+    committed: i64,
+}
+
+type Key = (String, i32);
+
+struct Inner {
+    name: String,
+    group: String,
+    config: Arc<KafkaConfig>,
+    processor: Arc<dyn Processor>,
+    retry: RetryPolicy,
+    runtime: Handle,
+    dead_letters: DeadLetters,
+    slots: Mutex<HashMap<Key, Slot>>,
+    counters: Counters,
+    assigned: watch::Sender<BTreeSet<Key>>,
+}
+
+impl Inner {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `fut` on the runtime and waits for it from the poll thread,
+    /// without a runtime context here (the poll thread is a plain thread).
+    fn wait_on<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+        timeout: Duration,
+    ) -> Option<T> {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv_timeout(timeout).ok()
+    }
+
+    fn on_assign(self: &Arc<Self>, tpl: &mut TopicPartitionList) {
+        let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
+        for e in tpl.elements() {
+            by_topic
+                .entry(e.topic().to_owned())
+                .or_default()
+                .push(e.partition());
+        }
+        for (topic, partitions) in &by_topic {
+            if let Some(offsets) = self.load_offsets(topic, partitions) {
+                for (partition, offset) in offsets {
+                    if partitions.contains(&partition)
+                        && let Err(e) =
+                            tpl.set_partition_offset(topic, partition, Offset::Offset(offset))
+                    {
+                        tracing::warn!(topic, partition, offset, error = %e, "cannot start at the stored offset");
+                    }
+                }
+            }
+        }
+        let mut slots = self.slots();
+        for e in tpl.elements() {
+            let key = (e.topic().to_owned(), e.partition());
+            if slots.contains_key(&key) {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (stop, stop_rx) = watch::channel(false);
+            let (done_tx, done) = std_mpsc::channel();
+            let state = Arc::new(PartitionState {
+                next: AtomicI64::new(-1),
+                queued: AtomicUsize::new(0),
+            });
+            let span = tracing::info_span!("orchestrix.kafka.partition", consumer = %self.name, topic = %key.0, partition = key.1);
+            let task = self.runtime.spawn(
+                run_partition(self.clone(), rx, state.clone(), stop_rx, done_tx).instrument(span),
+            );
+            tracing::info!(consumer = %self.name, group = %self.group, topic = %key.0, partition = key.1, offset = ?e.offset(), "partition assigned");
+            slots.insert(
+                key,
+                Slot {
+                    tx,
+                    state,
+                    stop,
+                    done,
+                    task,
+                    paused: false,
+                    committed: -1,
+                },
+            );
+        }
+        let keys: BTreeSet<Key> = slots.keys().cloned().collect();
+        drop(slots);
+        self.assigned.send_replace(keys);
+    }
+
+    fn load_offsets(&self, topic: &str, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
+        let mut delay = Duration::from_millis(100);
+        let deadline = Instant::now()
+            + Duration::from_millis(self.config.consumer.drain_timeout_ms.max(1_000));
+        loop {
+            let processor = self.processor.clone();
+            let (t, p) = (topic.to_owned(), partitions.to_vec());
+            match self.wait_on(
+                async move { processor.load_offsets(&t, &p).await },
+                Duration::from_secs(30),
+            ) {
+                Some(Ok(offsets)) => return offsets,
+                Some(Err(e)) if Instant::now() < deadline => {
+                    tracing::warn!(consumer = %self.name, topic, error = %e, "cannot load stored offsets; retrying");
+                }
+                other => {
+                    let reason = other.map_or_else(
+                        || "timed out or runtime gone".to_owned(),
+                        |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                    );
+                    tracing::error!(
+                        consumer = %self.name, topic, reason,
+                        "cannot load stored offsets; starting from the group's committed offsets (handlers must be idempotent)"
+                    );
+                    return None;
+                }
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Stops the tasks of `keys` after their in-flight record, waits for them
+    /// (up to the drain timeout), and commits what they handled.
+    fn release<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, keys: &[Key], commit: bool) {
+        let released: Vec<(Key, Slot)> = {
+            let mut slots = self.slots();
+            keys.iter()
+                .filter_map(|k| slots.remove(k).map(|s| (k.clone(), s)))
+                .collect()
+        };
+        if released.is_empty() {
+            return;
+        }
+        for (_, slot) in &released {
+            let _ = slot.stop.send(true);
+        }
+        let deadline =
+            Instant::now() + Duration::from_millis(self.config.consumer.drain_timeout_ms);
+        for ((topic, partition), slot) in &released {
+            // Disconnected means the task ended.
+            if let Err(std_mpsc::RecvTimeoutError::Timeout) = slot
+                .done
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                tracing::warn!(consumer = %self.name, topic, partition, "handler did not finish within the drain timeout; aborting it");
+                slot.task.abort();
+            }
+        }
+        if commit {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), slot) in &released {
+                // Everything handled, even if an earlier async commit of it
+                // was sent (it may have failed).
+                let next = slot.state.next.load(Ordering::Acquire);
+                if next >= 0 {
+                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+                }
+            }
+            if tpl.count() > 0 {
+                bump(&self.counters.commits);
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::warn!(consumer = %self.name, error = %e, "commit on release failed; the next owner may see some records again");
+                }
+            }
+        }
+        let keys: BTreeSet<Key> = self.slots().keys().cloned().collect();
+        self.assigned.send_replace(keys);
+        for ((topic, partition), _) in &released {
+            tracing::info!(consumer = %self.name, topic, partition, committed = commit, "partition released");
+        }
+    }
+
+    fn all_keys(&self) -> Vec<Key> {
+        self.slots().keys().cloned().collect()
+    }
+
+    /// Hands a fetched record to its partition's task; pauses a partition
+    /// whose buffer is full.
+    fn dispatch<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, record: KafkaRecord) {
+        bump(&self.counters.received);
+        let mut slots = self.slots();
+        let key = (record.topic.clone(), record.partition);
+        let Some(slot) = slots.get_mut(&key) else {
+            tracing::debug!(topic = %key.0, partition = key.1, "record of an unassigned partition dropped");
+            return;
+        };
+        let queued = slot.state.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if slot.tx.send(record).is_err() {
+            slot.state.queued.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        if queued >= self.config.consumer.max_buffered_per_partition && !slot.paused {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&key.0, key.1);
+            match consumer.pause(&tpl) {
+                Ok(()) => {
+                    slot.paused = true;
+                    bump(&self.counters.pauses);
+                    tracing::debug!(consumer = %self.name, topic = %key.0, partition = key.1, "partition paused");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot pause a partition"),
+            }
+        }
+    }
+
+    /// Resumes paused partitions whose buffer drained to half.
+    fn resume_drained<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let low = self.config.consumer.max_buffered_per_partition / 2;
+        for ((topic, partition), slot) in self.slots().iter_mut() {
+            if slot.paused && slot.state.queued.load(Ordering::Acquire) <= low {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, *partition);
+                match consumer.resume(&tpl) {
+                    Ok(()) => {
+                        slot.paused = false;
+                        tracing::debug!(consumer = %self.name, topic, partition, "partition resumed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot resume a partition"),
+                }
+            }
+        }
+    }
+
+    /// Commits handled offsets asynchronously.
+    fn commit_progress<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let mut tpl = TopicPartitionList::new();
+        let mut slots = self.slots();
+        for ((topic, partition), slot) in slots.iter_mut() {
+            let next = slot.state.next.load(Ordering::Acquire);
+            if next > slot.committed {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+                slot.committed = next;
+            }
+        }
+        drop(slots);
+        if tpl.count() > 0 {
+            bump(&self.counters.commits);
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(consumer = %self.name, error = %e, "async commit failed");
+            }
+        }
+    }
+
+    /// Handles one record: attempts under the retry policy, then the
+    /// dead-letter topic. `false` when stopped before the record was settled.
+    async fn settle(&self, record: &KafkaRecord, stop: &mut watch::Receiver<bool>) -> bool {
+        let partition = u32::try_from(record.partition).unwrap_or(0);
+        let mut attempt = 1;
+        let error = loop {
+            let delivery = Delivery { partition, attempt };
+            let result = AssertUnwindSafe(self.processor.process(record, &delivery))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(orchestrix::Error::backend(
+                        "kafka",
+                        "handle",
+                        false,
+                        format!("the handler panicked: {what}"),
+                    ))
+                });
+            match result {
+                Ok(true) => {
+                    bump(&self.counters.handled);
+                    return true;
+                }
+                Ok(false) => {
+                    bump(&self.counters.skipped);
+                    return true;
+                }
+                Err(e) if self.retry.should_retry(&e, attempt) => {
+                    attempt += 1;
+                    bump(&self.counters.retried);
+                    let delay = self.retry.delay(attempt).unwrap_or_default();
+                    tracing::debug!(offset = record.offset, attempt, error = %e, ?delay, "handler failed; retrying");
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => return false,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => break e,
+            }
+        };
+        let failure = Failure::new(&error, attempt);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.dead_letters.send(record, &failure).await {
+                Ok(topic) => {
+                    bump(&self.counters.dead_lettered);
+                    tracing::warn!(
+                        consumer = %self.name, offset = record.offset, attempts = attempt, error = %error, dead_letter_topic = topic,
+                        "message dead-lettered"
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    // Never skip a message that is neither handled nor dead-lettered.
+                    tracing::error!(consumer = %self.name, offset = record.offset, error = %e, "cannot dead-letter; retrying");
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => return false,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn run_partition(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<KafkaRecord>,
+    state: Arc<PartitionState>,
+    mut stop: watch::Receiver<bool>,
+    _done: std_mpsc::Sender<()>,
+) {
+    loop {
+        let record = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        state.queued.fetch_sub(1, Ordering::AcqRel);
+        if !inner.settle(&record, &mut stop).await {
+            break;
+        }
+        state.next.store(record.offset + 1, Ordering::Release);
+        if *stop.borrow() {
+            break;
+        }
+    }
+}
+
+struct WorkerContext {
+    inner: Arc<Inner>,
+}
+
+impl ClientContext for WorkerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{message}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", consumer = %self.inner.name, %error, reason, "client error");
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        bump(&self.inner.counters.rebalances);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.inner.on_assign(tpl);
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = result {
+                    tracing::error!(consumer = %self.inner.name, error = %e, "cannot take the assignment");
+                }
+                // librdkafka keeps a partition's pause across revoke and
+                // re-assignment; the new task starts with an empty buffer.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(consumer = %self.inner.name, error = %e, "cannot resume the assigned partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let keys: Vec<Key> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                let lost = consumer.assignment_lost();
+                self.inner.release(consumer, &keys, !lost);
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = result {
+                    tracing::error!(consumer = %self.inner.name, error = %e, "cannot release the assignment");
+                }
+            }
+            other => {
+                tracing::error!(consumer = %self.inner.name, error = ?other, "rebalance error; releasing the assignment");
+                let keys = self.inner.all_keys();
+                self.inner.release(consumer, &keys, false);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Builds and starts a [`ConsumerWorker`].
+#[derive(Debug)]
+pub struct ConsumerBuilder {
+    config: KafkaConfig,
+    topics: Vec<String>,
+    group_id: Option<String>,
+}
+
+impl ConsumerBuilder {
+    /// Consumes `topic` too.
+    #[must_use]
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Consumes these topics too.
+    #[must_use]
+    pub fn topics<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Self {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Consumes the topic of each stream category (by the topic template).
+    #[must_use]
+    pub fn categories<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, categories: I) -> Self {
+        let topics: Vec<String> = categories
+            .into_iter()
+            .map(|c| self.config.topics.topic_for_category(c.as_ref()))
+            .collect();
+        self.topics.extend(topics);
+        self
+    }
+
+    /// Uses this consumer group instead of the configured or derived one.
+    #[must_use]
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+
+    /// Starts a worker running an [`EventHandler`] (at-least-once: the handler
+    /// must be idempotent).
+    ///
+    /// # Errors
+    /// [`Error::Config`] without topics, with invalid settings, or outside a
+    /// Tokio runtime; [`Error::Kafka`] when a client or a topic cannot be
+    /// created.
+    pub async fn start(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerWorker> {
+        let filter = handler.filter();
+        self.start_processor(Arc::new(EventProcessor { handler, filter }))
+            .await
+    }
+
+    /// Starts a worker running an [`OffsetHandler`] (exactly-once effects).
+    ///
+    /// # Errors
+    /// [`Error::Config`] without topics, with invalid settings, or outside a
+    /// Tokio runtime; [`Error::Kafka`] when a client or a topic cannot be
+    /// created.
+    pub async fn start_with_offsets(
+        self,
+        handler: Arc<dyn OffsetHandler>,
+    ) -> Result<ConsumerWorker> {
+        let filter = handler.filter();
+        self.start_processor(Arc::new(OffsetProcessor { handler, filter }))
+            .await
+    }
+
+    /// Validates, creates missing topics, subscribes, and starts the poll
+    /// thread.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without topics or with invalid settings, or outside a
+    /// Tokio runtime; [`Error::Kafka`] when a client cannot be created or a
+    /// topic cannot be created.
+    pub(crate) async fn start_processor(
+        self,
+        processor: Arc<dyn Processor>,
+    ) -> Result<ConsumerWorker> {
+        let Self {
+            config,
+            mut topics,
+            group_id,
+        } = self;
+        config.validate()?;
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return Err(Error::config(
+                "topics",
+                "a consumer needs at least one topic",
+            ));
+        }
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::config("runtime", "a consumer worker starts inside a Tokio runtime")
+        })?;
+        let name = processor.name().to_owned();
+        let group = group_id.unwrap_or_else(|| config.group_for(&name));
+        let config = Arc::new(config);
+        if config.topics.create {
+            let admin = crate::admin::Topics::new(&config)?;
+            for t in &topics {
+                admin.ensure(t).await?;
+            }
+        }
+        let (assigned, assigned_rx) = watch::channel(BTreeSet::new());
+        let inner = Arc::new(Inner {
+            dead_letters: DeadLetters::new(config.clone(), name.clone(), group.clone())?,
+            name: name.clone(),
+            group: group.clone(),
+            retry: config.consumer.retry.into(),
+            config: config.clone(),
+            processor,
+            runtime,
+            slots: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            assigned,
+        });
+        let consumer: BaseConsumer<WorkerContext> = config
+            .consumer_client_config(&group)
+            .create_with_context(WorkerContext {
+                inner: inner.clone(),
+            })
+            .map_err(|e| Error::kafka("create consumer", e))?;
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topic_refs)
+            .map_err(|e| Error::kafka("subscribe", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("kafka-{name}"))
+                .spawn(move || poll_loop(consumer, &inner, &stop))
+                .map_err(|e| Error::Kafka {
+                    operation: "start poll thread",
+                    transient: false,
+                    source: Box::new(e),
+                })?
+        };
+        tracing::info!(consumer = %name, group = %group, topics = ?topics, "consumer worker started");
+        Ok(ConsumerWorker {
+            name,
+            group,
+            topics,
+            inner,
+            assigned: assigned_rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn poll_loop(
+    consumer: BaseConsumer<WorkerContext>,
+    inner: &Arc<Inner>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let commit_every = Duration::from_millis(inner.config.consumer.commit_interval_ms);
+    let mut last_commit = Instant::now();
+    let mut outcome = Ok(());
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(message)) => inner.dispatch(&consumer, KafkaRecord::from_message(&message)),
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                tracing::error!(consumer = %inner.name, %code, "fatal consumer error; stopping");
+                outcome = Err(Error::kafka(
+                    "consume",
+                    KafkaError::MessageConsumptionFatal(code),
+                ));
+                break;
+            }
+            Some(Err(e)) => tracing::warn!(consumer = %inner.name, error = %e, "consumer error"),
+        }
+        inner.resume_drained(&consumer);
+        if last_commit.elapsed() >= commit_every {
+            inner.commit_progress(&consumer);
+            last_commit = Instant::now();
+        }
+    }
+    // Stop fetching, drain in-flight handlers, commit; dropping the consumer
+    // closes it, which leaves the group.
+    let keys = inner.all_keys();
+    inner.release(&consumer, &keys, outcome.is_ok());
+    drop(consumer);
+    tracing::info!(consumer = %inner.name, "consumer worker stopped");
+    outcome
+}
+
+/// A running consumer-group worker. See the module docs.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use orchestrix::runtime::{Delivery, EventHandler};
+/// use orchestrix::RecordedEvent;
+/// use orchestrix_kafka::{ConsumerWorker, KafkaConfig};
+///
+/// #[derive(Debug)]
+/// struct Audit;
+/// #[async_trait::async_trait]
+/// impl EventHandler for Audit {
+///     fn name(&self) -> &str { "audit" }
+///     async fn handle(&self, event: &RecordedEvent, _: &Delivery) -> orchestrix::Result<()> {
+///         println!("{} {}", event.stream_id, event.event_type());
+///         Ok(())
+///     }
+/// }
+/// # async fn run() -> Result<(), orchestrix_kafka::Error> {
+/// let worker = ConsumerWorker::builder(KafkaConfig::default()).categories(["account"]).start(Arc::new(Audit)).await?;
+/// tokio::signal::ctrl_c().await.ok();
+/// worker.shutdown().await?; // drain, commit, leave the group
+/// # Ok(()) }
+/// ```
+pub struct ConsumerWorker {
+    name: String,
+    group: String,
+    topics: Vec<String>,
+    inner: Arc<Inner>,
+    assigned: watch::Receiver<BTreeSet<Key>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl fmt::Debug for ConsumerWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerWorker")
+            .field("name", &self.name)
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .field("assignment", &*self.assigned.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerWorker {
+    /// Starts building a worker.
+    #[must_use]
+    pub fn builder(config: KafkaConfig) -> ConsumerBuilder {
+        ConsumerBuilder {
+            config,
+            topics: Vec::new(),
+            group_id: None,
+        }
+    }
+
+    /// The handler's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The consumer group.
+    #[must_use]
+    pub fn group_id(&self) -> &str {
+        &self.group
+    }
+
+    /// The subscribed topics.
+    #[must_use]
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Counters since start.
+    #[must_use]
+    pub fn stats(&self) -> ConsumerStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The partitions assigned now, as `(topic, partition)`.
+    #[must_use]
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.assigned.borrow().iter().cloned().collect()
+    }
+
+    /// Waits until the group assigned this worker at least one partition.
+    ///
+    /// # Errors
+    /// [`orchestrix::Error::Timeout`] (inside [`Error::Core`]) after `timeout`.
+    pub async fn wait_for_assignment(&self, timeout: Duration) -> Result<()> {
+        let mut rx = self.assigned.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|a| !a.is_empty())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::WorkerGone {
+                consumer: self.name.clone(),
+            }),
+            Err(_) => Err(orchestrix::Error::Timeout {
+                operation: format!("partition assignment of `{}`", self.name),
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+
+    /// Whether the poll thread is still running.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops fetching, lets in-flight handlers finish, commits, and leaves the
+    /// group.
+    ///
+    /// # Errors
+    /// The error that stopped the worker earlier, if any.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|_| Error::WorkerGone {
+                consumer: name.clone(),
+            })?
+            .map_err(|_| Error::WorkerGone { consumer: name })?
+    }
+}
+
+impl Drop for ConsumerWorker {
+    fn drop(&mut self) {
+        // The poll thread drains, commits and leaves the group on its own.
+        self.stop.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod dead_letter;
+pub mod error;
+pub mod ingest;
+pub mod message;
+pub mod publisher;
+
+pub use admin::ensure_topic;
+pub use config::KafkaConfig;
+pub use consumer::{ConsumerBuilder, ConsumerStats, ConsumerWorker, OffsetHandler};
+pub use error::{Error, Result};
+pub use ingest::{IngestAction, IngestBuilder};
+pub use message::{KafkaPosition, KafkaRecord};
+pub use publisher::{Delivered, KafkaPublisher};
+
+/// The Kafka client this crate is built on, for settings and types it does
+/// not wrap.
+pub use rdkafka;
