@@ -1,6 +1,7 @@
 //! The command executor: load, decide, append with `Exact(revision)`, retry.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::event::{Command, Event, EventRecord, Metadata};
 use crate::id::StreamId;
 use crate::store::{ExpectedRevision, Snapshot, Store};
+use crate::telemetry;
 
 /// Metadata that travels with a command to every event it causes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,10 +26,13 @@ pub struct CommandContext {
     pub command_id: Option<String>,
     /// Correlation id; defaults to the command id.
     pub correlation_id: Option<String>,
-    /// W3C trace parent to record on the events (the current span's when absent
-    /// and tracing propagation is installed).
+    /// W3C trace parent of the command. With a
+    /// [`TracePropagator`](crate::telemetry::TracePropagator) installed, it
+    /// becomes the parent of the `orchestrix.command` span (the current span
+    /// is the parent when absent), and the events record the command span's
+    /// own context; without one, the events record this value as is.
     pub traceparent: Option<String>,
-    /// W3C trace state.
+    /// W3C trace state, with [`traceparent`](Self::traceparent).
     pub tracestate: Option<String>,
     /// Extra CloudEvents extensions for every produced event.
     pub extensions: BTreeMap<String, String>,
@@ -37,7 +42,10 @@ impl CommandContext {
     /// A context with a command id.
     #[must_use]
     pub fn with_id(command_id: impl Into<String>) -> Self {
-        Self { command_id: Some(command_id.into()), ..Self::default() }
+        Self {
+            command_id: Some(command_id.into()),
+            ..Self::default()
+        }
     }
 
     /// Sets the correlation id.
@@ -78,7 +86,11 @@ pub struct ConflictRetry {
 
 impl Default for ConflictRetry {
     fn default() -> Self {
-        Self { max_attempts: 8, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(100) }
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(100),
+        }
     }
 }
 
@@ -96,6 +108,12 @@ pub struct ExecutorConfig {
     pub remembered_commands: usize,
     /// Events read per round trip while loading.
     pub load_batch: usize,
+    /// Aggregates kept in memory between commands (0 disables the cache). A
+    /// cached aggregate is still brought up to date on every command by reading
+    /// the events after its revision (usually none), so other writers and other
+    /// processes are always seen; the cache only saves re-reading and
+    /// re-applying the whole stream.
+    pub cache_capacity: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -106,6 +124,7 @@ impl Default for ExecutorConfig {
             source: "/orchestrix".to_owned(),
             remembered_commands: 64,
             load_batch: 1024,
+            cache_capacity: 10_000,
         }
     }
 }
@@ -123,23 +142,47 @@ pub struct Loaded<A> {
     pub from_snapshot: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SnapshotBody<A> {
     state: A,
     recent_commands: VecDeque<String>,
 }
 
-/// Loads, decides, appends; one executor per aggregate type.
-#[derive(Debug)]
+#[derive(Serialize)]
+struct SnapshotBodyRef<'a, A> {
+    state: &'a A,
+    recent_commands: &'a VecDeque<String>,
+}
+
+type Cache<A> = Arc<Mutex<HashMap<StreamId, Loaded<A>>>>;
+
+/// Loads, decides, appends; one executor per aggregate type. Clones share the
+/// aggregate cache.
 pub struct CommandExecutor<A> {
     store: Store,
     config: ExecutorConfig,
+    cache: Cache<A>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> std::fmt::Debug for CommandExecutor<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandExecutor")
+            .field("aggregate", &std::any::type_name::<A>())
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<A> Clone for CommandExecutor<A> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), config: self.config.clone(), _aggregate: PhantomData }
+        Self {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            cache: self.cache.clone(),
+            _aggregate: PhantomData,
+        }
     }
 }
 
@@ -147,7 +190,36 @@ impl<A: Aggregate> CommandExecutor<A> {
     /// An executor over `store`.
     #[must_use]
     pub fn new(store: Store, config: ExecutorConfig) -> Self {
-        Self { store, config, _aggregate: PhantomData }
+        Self {
+            store,
+            config,
+            cache: Arc::default(),
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Takes an aggregate out of the cache: while a command works on it, a
+    /// concurrent command on the same aggregate loads its own copy.
+    fn cache_take(&self, stream: &StreamId) -> Option<Loaded<A>> {
+        if self.config.cache_capacity == 0 {
+            return None;
+        }
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(stream)
+    }
+
+    fn cache_put(&self, stream: StreamId, loaded: Loaded<A>) {
+        let capacity = self.config.cache_capacity;
+        if capacity == 0 {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= capacity && !cache.contains_key(&stream) {
+            // Evict an arbitrary entry: a miss only costs a full load.
+            if let Some(victim) = cache.keys().next().cloned() {
+                cache.remove(&victim);
+            }
+        }
+        cache.insert(stream, loaded);
     }
 
     /// The store.
@@ -174,7 +246,12 @@ impl<A: Aggregate> CommandExecutor<A> {
     }
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>> {
-        let mut loaded = Loaded { state: A::default(), revision: None, recent_commands: VecDeque::new(), from_snapshot: false };
+        let mut loaded = Loaded {
+            state: A::default(),
+            revision: None,
+            recent_commands: VecDeque::new(),
+            from_snapshot: false,
+        };
         if self.config.snapshot_every.is_some()
             && let Some(s) = self.store.backend().snapshots.load_snapshot(stream).await?
         {
@@ -186,15 +263,25 @@ impl<A: Aggregate> CommandExecutor<A> {
                         loaded.revision = Some(s.revision);
                         loaded.from_snapshot = true;
                     }
-                    Err(e) => tracing::warn!(stream = %stream, error = %e, "ignoring a snapshot that does not decode"),
+                    Err(e) => {
+                        tracing::warn!(stream = %stream, error = %e, "ignoring a snapshot that does not decode")
+                    }
                 }
             } else {
                 tracing::debug!(stream = %stream, snapshot = s.state_version, current = A::STATE_VERSION, "ignoring a stale snapshot");
             }
         }
+        self.catch_up(stream, loaded).await
+    }
+
+    /// Applies the events after `loaded.revision`.
+    async fn catch_up(&self, stream: &StreamId, mut loaded: Loaded<A>) -> Result<Loaded<A>> {
         let mut from = loaded.revision.map_or(0, |r| r + 1);
         loop {
-            let events = self.store.read_stream_forward(stream, from, self.config.load_batch).await?;
+            let events = self
+                .store
+                .read_stream_forward(stream, from, self.config.load_batch)
+                .await?;
             let Some(last) = events.last() else { break };
             from = last.revision + 1;
             let n = events.len();
@@ -232,9 +319,16 @@ impl<A: Aggregate> CommandExecutor<A> {
     /// # Errors
     /// [`Error::Rejected`] when the aggregate says no, [`Error::Conflict`] when
     /// retries ran out, or a store error.
-    pub async fn execute_with(&self, command: A::Command, context: CommandContext) -> Result<CommandOutcome> {
+    pub async fn execute_with(
+        &self,
+        command: A::Command,
+        context: CommandContext,
+    ) -> Result<CommandOutcome> {
         let command_type = command.command_type();
-        let command_id = context.command_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+        let command_id = context
+            .command_id
+            .clone()
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
         let span = tracing::info_span!(
             "orchestrix.command",
             otel.kind = "internal",
@@ -245,46 +339,80 @@ impl<A: Aggregate> CommandExecutor<A> {
             attempts = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let result = self.execute_inner(&command, &context, command_id).instrument(span.clone()).await;
-        span.record(
-            "outcome",
-            match &result {
-                Ok(o) if o.duplicate => "duplicate",
-                Ok(_) => "ok",
-                Err(e) => e.kind(),
-            },
+        let mut context = context;
+        // An explicit context is the parent; otherwise the current span is.
+        // Either way the events record the command span's own context.
+        telemetry::set_parent(
+            &span,
+            context.traceparent.as_deref(),
+            context.tracestate.as_deref(),
         );
+        if let Some(trace) = telemetry::inject(&span) {
+            context.traceparent = Some(trace.traceparent);
+            context.tracestate = trace.tracestate;
+        }
+        let started = std::time::Instant::now();
+        let result = self
+            .execute_inner(&command, &context, command_id)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => telemetry::metrics::OK,
+            Err(e) => e.kind(),
+        };
+        span.record("outcome", outcome);
+        telemetry::metrics::record_command(command_type, A::CATEGORY, outcome, started.elapsed());
         result
     }
 
-    async fn execute_inner(&self, command: &A::Command, context: &CommandContext, command_id: String) -> Result<CommandOutcome> {
+    async fn execute_inner(
+        &self,
+        command: &A::Command,
+        context: &CommandContext,
+        command_id: String,
+    ) -> Result<CommandOutcome> {
         let stream = Self::stream_id(&command.aggregate_id())?;
         let retry = self.config.retry;
         let mut backoff = retry.initial_backoff;
         let mut attempt = 0;
+        let mut cached = self.cache_take(&stream);
         loop {
             attempt += 1;
             tracing::Span::current().record("attempts", attempt);
-            let mut loaded = self.load_stream(&stream).await?;
+            let mut loaded = match cached.take() {
+                Some(base) => self.catch_up(&stream, base).await?,
+                None => self.load_stream(&stream).await?,
+            };
             if loaded.recent_commands.contains(&command_id) {
+                let revision = loaded.revision;
+                self.cache_put(stream.clone(), loaded);
                 return Ok(CommandOutcome {
                     stream_id: stream,
                     command_id,
-                    revision: loaded.revision,
+                    revision,
                     position: None,
                     appended: 0,
                     duplicate: true,
                 });
             }
-            let events = loaded.state.handle(command).map_err(|e| Error::Rejected {
-                command: command.command_type().to_owned(),
-                source: Box::new(e),
-            })?;
+            let events = match loaded.state.handle(command) {
+                Ok(events) => events,
+                Err(e) => {
+                    self.cache_put(stream, loaded);
+                    return Err(Error::Rejected {
+                        command: command.command_type().to_owned(),
+                        source: Box::new(e),
+                    });
+                }
+            };
             if events.is_empty() {
+                let revision = loaded.revision;
+                self.cache_put(stream.clone(), loaded);
                 return Ok(CommandOutcome {
                     stream_id: stream,
                     command_id,
-                    revision: loaded.revision,
+                    revision,
                     position: None,
                     appended: 0,
                     duplicate: false,
@@ -301,7 +429,15 @@ impl<A: Aggregate> CommandExecutor<A> {
                     while loaded.recent_commands.len() > self.config.remembered_commands {
                         loaded.recent_commands.pop_front();
                     }
-                    self.maybe_snapshot(&stream, loaded, result.first_revision, result.last_revision).await;
+                    loaded.revision = Some(result.last_revision);
+                    self.maybe_snapshot(
+                        &stream,
+                        &loaded,
+                        result.first_revision,
+                        result.last_revision,
+                    )
+                    .await;
+                    self.cache_put(stream.clone(), loaded);
                     return Ok(CommandOutcome {
                         stream_id: stream,
                         command_id,
@@ -312,9 +448,15 @@ impl<A: Aggregate> CommandExecutor<A> {
                     });
                 }
                 Err(e @ Error::Conflict { .. }) if attempt < retry.max_attempts => {
-                    tracing::debug!(error = %e, attempt, "conflict; reloading");
+                    tracing::debug!(error = %e, attempt, "conflict; catching up");
+                    // The state is still that of `loaded.revision`: the next
+                    // attempt reads only the events that beat us.
+                    cached = Some(loaded);
                     let jitter = rand::random_range(0..=backoff.as_micros().max(1));
-                    tokio::time::sleep(Duration::from_micros(u64::try_from(jitter).unwrap_or(u64::MAX))).await;
+                    tokio::time::sleep(Duration::from_micros(
+                        u64::try_from(jitter).unwrap_or(u64::MAX),
+                    ))
+                    .await;
                     backoff = (backoff * 2).min(retry.max_backoff);
                 }
                 Err(e) => return Err(e),
@@ -322,10 +464,20 @@ impl<A: Aggregate> CommandExecutor<A> {
         }
     }
 
-    fn records(&self, events: &[A::Event], context: &CommandContext, command_id: &str) -> Result<Vec<EventRecord>> {
+    fn records(
+        &self,
+        events: &[A::Event],
+        context: &CommandContext,
+        command_id: &str,
+    ) -> Result<Vec<EventRecord>> {
         let codec = self.store.codec();
         let metadata = Metadata {
-            correlation_id: Some(context.correlation_id.clone().unwrap_or_else(|| command_id.to_owned())),
+            correlation_id: Some(
+                context
+                    .correlation_id
+                    .clone()
+                    .unwrap_or_else(|| command_id.to_owned()),
+            ),
             causation_id: Some(command_id.to_owned()),
             traceparent: context.traceparent.clone(),
             tracestate: context.tracestate.clone(),
@@ -349,14 +501,19 @@ impl<A: Aggregate> CommandExecutor<A> {
             .collect()
     }
 
-    async fn maybe_snapshot(&self, stream: &StreamId, loaded: Loaded<A>, first: u64, last: u64) {
-        let Some(every) = self.config.snapshot_every.filter(|n| *n > 0) else { return };
+    async fn maybe_snapshot(&self, stream: &StreamId, loaded: &Loaded<A>, first: u64, last: u64) {
+        let Some(every) = self.config.snapshot_every.filter(|n| *n > 0) else {
+            return;
+        };
         // The stream held `first` events before this append and `last + 1`
         // after it: snapshot when that crossed a multiple of `every`.
         if (last + 1) / every == first / every {
             return;
         }
-        let body = SnapshotBody { state: loaded.state, recent_commands: loaded.recent_commands };
+        let body = SnapshotBodyRef {
+            state: &loaded.state,
+            recent_commands: &loaded.recent_commands,
+        };
         let data = match serde_json::to_vec(&body) {
             Ok(d) => Bytes::from(d),
             Err(e) => {
@@ -364,7 +521,13 @@ impl<A: Aggregate> CommandExecutor<A> {
                 return;
             }
         };
-        let snapshot = Snapshot { stream_id: stream.clone(), revision: last, state_version: A::STATE_VERSION, data, taken_at: Utc::now() };
+        let snapshot = Snapshot {
+            stream_id: stream.clone(),
+            revision: last,
+            state_version: A::STATE_VERSION,
+            data,
+            taken_at: Utc::now(),
+        };
         if let Err(e) = self.store.backend().snapshots.save_snapshot(snapshot).await {
             // A missing snapshot only costs load time; the command succeeded.
             tracing::warn!(stream = %stream, error = %e, "cannot save a snapshot");
@@ -378,13 +541,25 @@ impl<A: Aggregate> CommandExecutor<A> {
     pub async fn snapshot_now(&self, id: &str) -> Result<Option<u64>> {
         let stream = Self::stream_id(id)?;
         let loaded = self.load_stream(&stream).await?;
-        let Some(revision) = loaded.revision else { return Ok(None) };
-        let body = SnapshotBody { state: loaded.state, recent_commands: loaded.recent_commands };
-        let data = Bytes::from(serde_json::to_vec(&body).map_err(|e| Error::encode("snapshot", e))?);
+        let Some(revision) = loaded.revision else {
+            return Ok(None);
+        };
+        let body = SnapshotBodyRef {
+            state: &loaded.state,
+            recent_commands: &loaded.recent_commands,
+        };
+        let data =
+            Bytes::from(serde_json::to_vec(&body).map_err(|e| Error::encode("snapshot", e))?);
         self.store
             .backend()
             .snapshots
-            .save_snapshot(Snapshot { stream_id: stream, revision, state_version: A::STATE_VERSION, data, taken_at: Utc::now() })
+            .save_snapshot(Snapshot {
+                stream_id: stream,
+                revision,
+                state_version: A::STATE_VERSION,
+                data,
+                taken_at: Utc::now(),
+            })
             .await?;
         Ok(Some(revision))
     }

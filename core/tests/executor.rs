@@ -286,3 +286,23 @@ async fn the_application_dispatches_by_command_type_and_refuses_double_registrat
     }
     assert!(matches!(app.execute(Unhandled).await, Err(Error::NoHandler { .. })));
 }
+
+#[tokio::test]
+async fn a_cached_aggregate_still_sees_other_writers() {
+    let store = Store::memory();
+    // Two executors with their own caches stand for two processes.
+    let here = CommandExecutor::<Account>::new(store.clone(), ExecutorConfig::default());
+    let there = CommandExecutor::<Account>::new(store.clone(), ExecutorConfig::default());
+    here.execute(open("shared")).await.unwrap();
+    here.execute(deposit("shared", 10)).await.unwrap();
+    there.execute(AccountCommand::Withdraw { id: "shared".into(), amount: 10 }).await.unwrap();
+    // `here` has the account cached at balance 10; a withdrawal of 5 must be
+    // refused because `there` emptied it, and no conflict may slip through.
+    let err = here.execute(AccountCommand::Withdraw { id: "shared".into(), amount: 5 }).await.unwrap_err();
+    assert!(err.to_string().contains("balance 0"), "{err}");
+    here.execute(deposit("shared", 3)).await.unwrap();
+    there.execute(deposit("shared", 4)).await.unwrap();
+    here.execute(deposit("shared", 1)).await.unwrap();
+    assert_eq!(here.load("shared").await.unwrap().state.balance, 8);
+    assert_eq!(here.load("shared").await.unwrap().revision, Some(5));
+}
