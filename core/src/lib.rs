@@ -14,6 +14,7 @@ pub mod relay;
 pub mod runtime;
 pub mod saga;
 pub mod store;
+pub mod telemetry;
 pub mod upcast;
 pub mod url;
 

@@ -6,6 +6,11 @@
 //! Delivery is at-least-once: after a crash the last unconfirmed batch is
 //! published again, and the event id is the dedupe key downstream
 //! (`Nats-Msg-Id` on JetStream, idempotent consumers on Kafka).
+//!
+//! Every publish call runs in an `orchestrix.publish` span linked to the
+//! traces of the events it carries, and counts in `orchestrix_publishes_total`
+//! and `orchestrix_events_published_total`; [`Relay::record_lag`] samples
+//! `orchestrix_relay_lag_events`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use crate::error::Result;
 use crate::event::RecordedEvent;
 use crate::runtime::retry::RetryPolicy;
 use crate::store::{Filter, Store};
+use crate::telemetry::metrics as telemetry;
 
 /// A bus that events are published to.
 #[async_trait]
@@ -53,7 +59,11 @@ impl Default for RelayConfig {
             checkpoint: None,
             filter: Filter::all(),
             batch: 500,
-            retry: RetryPolicy::exponential(u32::MAX, Duration::from_millis(100), Duration::from_secs(10)),
+            retry: RetryPolicy::exponential(
+                u32::MAX,
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+            ),
         }
     }
 }
@@ -92,6 +102,9 @@ pub struct Relay {
     stop: watch::Sender<bool>,
     published: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<Result<()>>,
+    store: Store,
+    publisher: String,
+    filter: Filter,
 }
 
 impl Relay {
@@ -99,13 +112,72 @@ impl Relay {
     ///
     /// # Errors
     /// When the checkpoint cannot be read.
-    pub async fn start(store: Store, publisher: Arc<dyn Publisher>, config: RelayConfig) -> Result<Self> {
-        let name = config.checkpoint.clone().unwrap_or_else(|| format!("relay:{}", publisher.name()));
-        let after = store.backend().checkpoints.load_checkpoint(&name).await?.unwrap_or(0);
+    pub async fn start(
+        store: Store,
+        publisher: Arc<dyn Publisher>,
+        config: RelayConfig,
+    ) -> Result<Self> {
+        let name = config
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| format!("relay:{}", publisher.name()));
+        let after = store
+            .backend()
+            .checkpoints
+            .load_checkpoint(&name)
+            .await?
+            .unwrap_or(0);
         let (stop, stop_rx) = watch::channel(false);
         let (published_tx, published) = watch::channel(after);
-        let task = tokio::spawn(run(store, publisher, config, name, after, stop_rx, published_tx));
-        Ok(Self { stop, published, task })
+        let (publisher_name, filter) = (publisher.name().to_owned(), config.filter.clone());
+        let task = tokio::spawn(run(
+            store.clone(),
+            publisher,
+            config,
+            name,
+            after,
+            stop_rx,
+            published_tx,
+        ));
+        Ok(Self {
+            stop,
+            published,
+            task,
+            store,
+            publisher: publisher_name,
+            filter,
+        })
+    }
+
+    /// How many positions the store's head is ahead of what is published: 0
+    /// when nothing the relay's filter wants is left to publish.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn lag(&self) -> Result<u64> {
+        let published = self.published();
+        let head = self.store.head_position().await?;
+        if head <= published
+            || self
+                .store
+                .read_all(published, 1, &self.filter)
+                .await?
+                .is_empty()
+        {
+            return Ok(0);
+        }
+        Ok(head - published)
+    }
+
+    /// Measures [`lag`](Self::lag) and records it as the gauge
+    /// `orchestrix_relay_lag_events{publisher}`.
+    ///
+    /// # Errors
+    /// As [`lag`](Self::lag).
+    pub async fn record_lag(&self) -> Result<u64> {
+        let lag = self.lag().await?;
+        crate::telemetry::metrics::set_relay_lag(&self.publisher, lag);
+        Ok(lag)
     }
 
     /// The position up to which everything is published and checkpointed.
@@ -120,7 +192,10 @@ impl Relay {
     /// [`crate::Error::Shutdown`] when the relay stopped first.
     pub async fn wait_for(&self, position: u64) -> Result<()> {
         let mut rx = self.published.clone();
-        rx.wait_for(|p| *p >= position).await.map(|_| ()).map_err(|_| crate::Error::Shutdown { component: "relay" })
+        rx.wait_for(|p| *p >= position)
+            .await
+            .map(|_| ())
+            .map_err(|_| crate::Error::Shutdown { component: "relay" })
     }
 
     /// Stops after the batch in flight, with its checkpoint saved.
@@ -129,7 +204,9 @@ impl Relay {
     /// The error that stopped the relay earlier, if any.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.map_err(|e| crate::Error::backend("relay", "join", false, e))?
+        self.task
+            .await
+            .map_err(|e| crate::Error::backend("relay", "join", false, e))?
     }
 }
 
@@ -161,14 +238,28 @@ async fn run(
             }
         }
         let last = batch.last().map_or(0, |e| e.position);
-        let span = tracing::info_span!("orchestrix.publish", publisher = publisher.name(), events = batch.len(), last_position = last);
         let mut attempt = 1;
         loop {
-            match publisher.publish(&batch).instrument(span.clone()).await {
+            let span = tracing::info_span!(
+                "orchestrix.publish",
+                otel.kind = "producer",
+                publisher = publisher.name(),
+                events = batch.len(),
+                last_position = last,
+                attempt,
+                error = tracing::field::Empty,
+            );
+            crate::telemetry::link_events(&span, &batch);
+            let result = publisher.publish(&batch).instrument(span.clone()).await;
+            telemetry::record_publish(publisher.name(), telemetry::outcome(&result), batch.len());
+            match result {
                 Ok(()) => break,
                 Err(e) => {
+                    span.record("error", tracing::field::display(&e));
                     attempt += 1;
-                    let Some(delay) = config.retry.delay(attempt) else { return Err(e) };
+                    let Some(delay) = config.retry.delay(attempt) else {
+                        return Err(e);
+                    };
                     tracing::warn!(error = %e, attempt, "publish failed; retrying");
                     tokio::select! {
                         _ = stop.changed() => return Ok(()),
@@ -177,7 +268,11 @@ async fn run(
                 }
             }
         }
-        store.backend().checkpoints.save_checkpoint(&name, last).await?;
+        store
+            .backend()
+            .checkpoints
+            .save_checkpoint(&name, last)
+            .await?;
         published.send_replace(last);
         batch.clear();
     }

@@ -271,6 +271,24 @@ impl ConsumerMonitor {
         Ok(Lag { events, behind })
     }
 
+    /// Measures [`lag`](Self::lag) and records it as the gauges
+    /// `orchestrix_consumer_lag_events` and `orchestrix_consumer_lag_seconds`
+    /// (`partition="all"`: this consumer reads the whole all-stream). A
+    /// worker calls it before each scrape.
+    ///
+    /// # Errors
+    /// When the head cannot be read (the gauges keep their last values).
+    pub async fn record_lag(&self) -> Result<Lag> {
+        let lag = self.lag().await?;
+        crate::telemetry::metrics::set_consumer_lag(
+            self.name(),
+            crate::telemetry::metrics::ALL_PARTITIONS,
+            lag.events,
+            lag.behind,
+        );
+        Ok(lag)
+    }
+
     /// Waits until [`processed_position`](Self::processed_position) reaches
     /// `head`.
     ///

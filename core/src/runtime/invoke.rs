@@ -1,10 +1,11 @@
-//! The one place that calls handlers: tracing span, panic capture, retries,
+//! The one place that calls handlers: tracing span (whose parent is the
+//! handled event's `traceparent`), handler metrics, panic capture, retries,
 //! and dead-lettering. Consumers, transactional projections and dead-letter
 //! replays all go through here, so telemetry is emitted at one layer.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use tracing::Instrument as _;
@@ -16,6 +17,7 @@ use super::transactional::TransactionalProjection;
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::store::{DeadLetter, Store};
+use crate::telemetry;
 
 /// How handling an event (or a batch) ended.
 #[derive(Debug)]
@@ -48,10 +50,18 @@ pub(crate) async fn invoke(
         attempt,
         error = tracing::field::Empty,
     );
+    let metadata = &event.record.metadata;
+    telemetry::set_parent(
+        &span,
+        metadata.traceparent.as_deref(),
+        metadata.tracestate.as_deref(),
+    );
     let delivery = Delivery { partition, attempt };
+    let started = Instant::now();
     let result = guard(handler.name(), handler.handle(event, &delivery))
         .instrument(span.clone())
         .await;
+    telemetry::metrics::record_handler_call(handler.name(), started.elapsed());
     if let Err(e) = &result {
         span.record("error", tracing::field::display(e));
     }
@@ -84,10 +94,25 @@ pub(crate) async fn invoke_batch(
     if let [event] = events {
         span.record("event_type", event.event_type());
         span.record("stream", tracing::field::display(&event.stream_id));
+        let metadata = &event.record.metadata;
+        telemetry::set_parent(
+            &span,
+            metadata.traceparent.as_deref(),
+            metadata.tracestate.as_deref(),
+        );
+    } else {
+        telemetry::link_events(&span, events);
     }
+    let started = Instant::now();
     let result = guard(name, projection.apply_batch(events, name, last_position))
         .instrument(span.clone())
         .await;
+    if !events.is_empty() {
+        telemetry::metrics::record_handler_call(name, started.elapsed());
+        if result.is_ok() {
+            telemetry::metrics::record_consumed(name, telemetry::metrics::OK, events.len());
+        }
+    }
     if let Err(e) = &result {
         span.record("error", tracing::field::display(e));
     }
@@ -153,10 +178,14 @@ pub(crate) async fn handle(
     policy: &RetryPolicy,
     shutdown: &Shutdown,
 ) -> Outcome {
-    with_retries(policy, shutdown, handler.name(), |attempt| {
+    let outcome = with_retries(policy, shutdown, handler.name(), |attempt| {
         invoke(handler, event, partition, attempt)
     })
-    .await
+    .await;
+    if matches!(outcome, Outcome::Done) {
+        telemetry::metrics::record_consumed(handler.name(), telemetry::metrics::OK, 1);
+    }
+    outcome
 }
 
 /// Stores a dead letter, retrying a failing dead-letter store with backoff
@@ -178,10 +207,14 @@ pub(crate) async fn store_dead_letter(
         reason = %letter.reason,
         "dead-lettering event",
     );
-    persist(shutdown, "dead-letter store", || {
+    let stored = persist(shutdown, "dead-letter store", || {
         store.backend().dead_letters.put_dead_letter(letter.clone())
     })
-    .await
+    .await;
+    if stored {
+        telemetry::metrics::record_dead_letter(&letter.consumer, &letter.error_kind);
+    }
+    stored
 }
 
 /// Retries an infrastructure write (dead letter, checkpoint) with capped

@@ -59,8 +59,9 @@ pub use partition::partition_for;
 pub use progress::Lag;
 pub use projection::{Projection, ProjectionHandler, ProjectionRunner, ProjectionRunnerBuilder};
 pub use registry::{
-    BackgroundTask, HandlerFactory, Registrations, Runtime, RuntimeHandle, register_handler,
-    register_handler_with, register_projection, register_task, register_transactional_projection,
+    BackgroundTask, HandlerFactory, RegisteredHandler, RegistrationKind, Registrations, Runtime,
+    RuntimeHandle, register_handler, register_handler_with, register_projection, register_task,
+    register_transactional_projection,
 };
 pub use retry::RetryPolicy;
 pub use shutdown::Shutdown;

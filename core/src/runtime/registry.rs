@@ -13,12 +13,12 @@ use tokio::task::JoinHandle;
 use super::config::ConsumerConfig;
 use super::consumer::{ConsumerHandle, ConsumerMonitor, Pipeline, start};
 use super::handler::EventHandler;
-use super::projection::{Projection, ProjectionRunner};
+use super::projection::{Projection, ProjectionHandler, ProjectionRunner};
 use super::shutdown::Shutdown;
 use super::transactional::TransactionalProjection;
 use crate::app::{Application, ApplicationBuilder};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Filter, Store};
 
 /// Builds a handler once the application exists (for handlers, like sagas,
 /// that send commands through it).
@@ -51,6 +51,96 @@ enum Registered {
         config: ConsumerConfig,
     },
     Task(Arc<dyn BackgroundTask>),
+}
+
+impl Registered {
+    fn kind(&self) -> RegistrationKind {
+        match self {
+            Self::Handler { .. } => RegistrationKind::Handler,
+            Self::Projection { .. } => RegistrationKind::Projection,
+            Self::Transactional { .. } => RegistrationKind::TransactionalProjection,
+            Self::Task(_) => RegistrationKind::Task,
+        }
+    }
+}
+
+/// What a registration is: which `register_*` function made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RegistrationKind {
+    /// [`register_handler`] or [`register_handler_with`] (sagas too).
+    Handler,
+    /// [`register_projection`].
+    Projection,
+    /// [`register_transactional_projection`]: its batch and checkpoint commit
+    /// in one store transaction, so it runs on the store's all-stream only.
+    TransactionalProjection,
+    /// [`register_task`] (saga timers, for example).
+    Task,
+}
+
+impl RegistrationKind {
+    /// Every kind.
+    pub const ALL: [Self; 4] = [
+        Self::Handler,
+        Self::Projection,
+        Self::TransactionalProjection,
+        Self::Task,
+    ];
+}
+
+/// A registered handler or at-least-once projection, built for an
+/// application: what a consumer other than the embedded one (a Kafka or NATS
+/// consumer group) needs to run it. See [`Runtime::handlers`].
+#[derive(Clone)]
+pub struct RegisteredHandler {
+    kind: RegistrationKind,
+    handler: Arc<dyn EventHandler>,
+    config: ConsumerConfig,
+}
+
+impl fmt::Debug for RegisteredHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisteredHandler")
+            .field("name", &self.name())
+            .field("kind", &self.kind)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegisteredHandler {
+    /// The handler's name: its checkpoint, dead-letter and consumer-group key.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    /// The events it wants.
+    #[must_use]
+    pub fn filter(&self) -> Filter {
+        self.handler.filter()
+    }
+
+    /// The consumer settings it was registered with (partitions, retry
+    /// policy, start position).
+    #[must_use]
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// [`RegistrationKind::Handler`] or [`RegistrationKind::Projection`].
+    #[must_use]
+    pub fn kind(&self) -> RegistrationKind {
+        self.kind
+    }
+
+    /// The handler, built for the application (a projection is wrapped in a
+    /// [`ProjectionHandler`]).
+    #[must_use]
+    pub fn handler(&self) -> Arc<dyn EventHandler> {
+        self.handler.clone()
+    }
 }
 
 /// What modules registered with the runtime: the [`ApplicationBuilder`]
@@ -256,6 +346,24 @@ impl Runtime {
     /// # Panics
     /// Outside a Tokio runtime.
     pub async fn start(app: &Application) -> Result<RuntimeHandle> {
+        Self::start_only(app, &RegistrationKind::ALL).await
+    }
+
+    /// Like [`start`](Self::start), but starts only the registrations of the
+    /// given kinds. A bus runtime (see `orchestrix-backends`) runs the
+    /// handlers and projections of [`handlers`](Self::handlers) as bus
+    /// consumers and starts the rest here:
+    /// `Runtime::start_only(&app, &[RegistrationKind::Task, RegistrationKind::TransactionalProjection])`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub async fn start_only(
+        app: &Application,
+        kinds: &[RegistrationKind],
+    ) -> Result<RuntimeHandle> {
         let (trigger, shutdown) = Shutdown::new();
         let mut running = RuntimeHandle {
             handlers: Vec::new(),
@@ -281,6 +389,9 @@ impl Runtime {
             }
         };
         for entry in &registrations.entries {
+            if !kinds.contains(&entry.kind()) {
+                continue;
+            }
             match entry {
                 Registered::Handler {
                     factory, config, ..
@@ -323,6 +434,65 @@ impl Runtime {
             "runtime started"
         );
         Ok(running)
+    }
+}
+
+impl Runtime {
+    /// Every registered handler (sagas included) and at-least-once
+    /// projection, built for `app`, in registration order, so that something
+    /// other than [`Runtime::start`] can drive them (a bus consumer group per
+    /// handler). Transactional projections and background tasks are not in
+    /// the list: start them with [`Runtime::start_only`].
+    ///
+    /// # Errors
+    /// A handler factory's error, or a name registered twice.
+    pub fn handlers(app: &Application) -> Result<Vec<RegisteredHandler>> {
+        let Some(registrations) = app.extension::<Registrations>() else {
+            return Ok(Vec::new());
+        };
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for entry in &registrations.entries {
+            let (kind, handler, config): (_, Arc<dyn EventHandler>, _) = match entry {
+                Registered::Handler {
+                    factory, config, ..
+                } => (RegistrationKind::Handler, factory(app)?, config),
+                Registered::Projection { projection, config } => (
+                    RegistrationKind::Projection,
+                    Arc::new(ProjectionHandler::new(projection.clone())),
+                    config,
+                ),
+                Registered::Transactional { .. } | Registered::Task(_) => continue,
+            };
+            if !names.insert(handler.name().to_owned()) {
+                return Err(Error::invalid(
+                    format!("runtime consumer `{}`", handler.name()),
+                    "two consumers have this name",
+                ));
+            }
+            out.push(RegisteredHandler {
+                kind,
+                handler,
+                config: config.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The registered background tasks.
+    #[must_use]
+    pub fn tasks(app: &Application) -> Vec<Arc<dyn BackgroundTask>> {
+        app.extension::<Registrations>()
+            .map(|r| {
+                r.entries
+                    .iter()
+                    .filter_map(|e| match e {
+                        Registered::Task(task) => Some(task.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

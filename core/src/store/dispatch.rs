@@ -1,6 +1,8 @@
 //! [`Store`]: the one dispatch layer in front of every backend.
 //!
-//! Every read and write of events goes through here, so spans, metrics,
+//! Every read and write of events goes through here, so spans, metrics
+//! (`orchestrix_appends_total`, `orchestrix_append_duration_seconds`,
+//! `orchestrix_events_appended_total`, see [`crate::telemetry::metrics`]),
 //! upcasting and write coalescing are written once and every backend inherits
 //! them.
 
@@ -13,11 +15,12 @@ use futures::Stream;
 use tracing::Instrument as _;
 
 use super::{AppendRequest, AppendResult, Backend, Direction, Filter};
-use crate::codec::{Codec, JsonCodec};
 use crate::coalesce::{CoalesceConfig, Coalescer};
+use crate::codec::{Codec, JsonCodec};
 use crate::error::Result;
 use crate::event::RecordedEvent;
 use crate::id::StreamId;
+use crate::telemetry;
 use crate::upcast::Upcasters;
 
 /// Default number of events a subscription reads per round trip.
@@ -77,7 +80,9 @@ impl Store {
     /// A fresh in-memory store.
     #[must_use]
     pub fn memory() -> Self {
-        Self::new(Backend::from_all(Arc::new(super::memory::MemoryStore::new())))
+        Self::new(Backend::from_all(Arc::new(
+            super::memory::MemoryStore::new(),
+        )))
     }
 
     /// Uses these upcasters on every read path.
@@ -149,11 +154,17 @@ impl Store {
     /// [`crate::Error::Serialization`] or [`crate::Error::UnknownEventType`].
     pub fn decode<E: crate::event::Event>(&self, event: &RecordedEvent) -> Result<E> {
         let record = &event.record;
-        let value = self.codec.decode(&record.event_type, record.schema_version, &record.data)?;
+        let value = self
+            .codec
+            .decode(&record.event_type, record.schema_version, &record.data)?;
         E::from_payload(&record.event_type, value).map_err(|e| match e {
-            crate::Error::UnknownEventType { event_type, target, .. } => {
-                crate::Error::UnknownEventType { event_type, version: record.schema_version, target }
-            }
+            crate::Error::UnknownEventType {
+                event_type, target, ..
+            } => crate::Error::UnknownEventType {
+                event_type,
+                version: record.schema_version,
+                target,
+            },
             other => other,
         })
     }
@@ -168,7 +179,8 @@ impl Store {
         expected: super::ExpectedRevision,
         events: Vec<crate::event::EventRecord>,
     ) -> Result<AppendResult> {
-        self.append_request(AppendRequest::new(stream.clone(), expected, events)).await
+        self.append_request(AppendRequest::new(stream.clone(), expected, events))
+            .await
     }
 
     /// Appends one request (through the coalescer when enabled).
@@ -186,11 +198,20 @@ impl Store {
             revision = tracing::field::Empty,
             error = tracing::field::Empty,
         );
+        let backend = self.backend_name();
         let fut = async {
+            let events = request.events.len();
+            let started = std::time::Instant::now();
             let result = match &self.coalescer {
                 Some(c) => c.append(request).await,
                 None => self.backend.events.append(request).await,
             };
+            telemetry::metrics::record_append(
+                backend,
+                telemetry::metrics::outcome(&result),
+                events,
+                started.elapsed(),
+            );
             let span = tracing::Span::current();
             match &result {
                 Ok(r) => {
@@ -210,9 +231,40 @@ impl Store {
     ///
     /// # Errors
     /// The outer error when the whole batch failed.
-    pub async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<AppendResult>>> {
-        let span = tracing::info_span!("orchestrix.append_batch", backend = self.backend_name(), appends = requests.len());
-        self.backend.events.append_batch(requests).instrument(span).await
+    pub async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult>>> {
+        let backend = self.backend_name();
+        let span =
+            tracing::info_span!("orchestrix.append_batch", backend, appends = requests.len());
+        let sizes: Vec<usize> = requests.iter().map(|r| r.events.len()).collect();
+        let started = std::time::Instant::now();
+        let result = self
+            .backend
+            .events
+            .append_batch(requests)
+            .instrument(span)
+            .await;
+        let took = started.elapsed();
+        match &result {
+            Ok(results) => {
+                for (r, events) in results.iter().zip(sizes) {
+                    telemetry::metrics::record_append(
+                        backend,
+                        telemetry::metrics::outcome(r),
+                        events,
+                        took,
+                    );
+                }
+            }
+            Err(e) => {
+                for events in sizes {
+                    telemetry::metrics::record_append(backend, e.kind(), events, took);
+                }
+            }
+        }
+        result
     }
 
     fn upcast(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
@@ -236,7 +288,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let span = tracing::debug_span!("orchestrix.read_stream", backend = self.backend_name(), stream = %stream, from, ?direction, limit);
-        let events = self.backend.events.read_stream(stream, from, direction, limit).instrument(span).await?;
+        let events = self
+            .backend
+            .events
+            .read_stream(stream, from, direction, limit)
+            .instrument(span)
+            .await?;
         self.upcast(events)
     }
 
@@ -244,17 +301,38 @@ impl Store {
     ///
     /// # Errors
     /// As [`read_stream`](Self::read_stream).
-    pub async fn read_stream_forward(&self, stream: &StreamId, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.read_stream(stream, from, Direction::Forward, limit).await
+    pub async fn read_stream_forward(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.read_stream(stream, from, Direction::Forward, limit)
+            .await
     }
 
     /// Reads the all-stream after `after`.
     ///
     /// # Errors
     /// A backend, corruption or upcasting error.
-    pub async fn read_all(&self, after: u64, limit: usize, filter: &Filter) -> Result<Vec<RecordedEvent>> {
-        let span = tracing::debug_span!("orchestrix.read_all", backend = self.backend_name(), after, limit);
-        let events = self.backend.events.read_all(after, limit, filter).instrument(span).await?;
+    pub async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let span = tracing::debug_span!(
+            "orchestrix.read_all",
+            backend = self.backend_name(),
+            after,
+            limit
+        );
+        let events = self
+            .backend
+            .events
+            .read_all(after, limit, filter)
+            .instrument(span)
+            .await?;
         self.upcast(events)
     }
 
@@ -277,7 +355,11 @@ impl Store {
     /// Subscribes to the all-stream after `after`: catches up, then stays live,
     /// with no gap and no duplicate. The stream ends only on an error (yielded
     /// last) or when dropped.
-    pub fn subscribe(&self, after: u64, filter: Filter) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
+    pub fn subscribe(
+        &self,
+        after: u64,
+        filter: Filter,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'static {
         self.subscribe_batched(after, filter, DEFAULT_BATCH)
     }
 
@@ -310,16 +392,37 @@ impl Store {
                 if let Some(rx) = &mut s.notify {
                     rx.borrow_and_update();
                 }
+                // With a filter, a short page means nothing else matched up
+                // to the head as it was before the read: skip past it, so a
+                // rare filter does not rescan the same tail on every wake-up.
+                let head = if s.filter.is_all() {
+                    None
+                } else {
+                    match s.store.head_position().await {
+                        Ok(h) => Some(h),
+                        Err(e) => {
+                            s.failed = true;
+                            return Some((Err(e), s));
+                        }
+                    }
+                };
                 match s.store.read_all(s.after, s.batch, &s.filter).await {
                     Err(e) => {
                         s.failed = true;
                         return Some((Err(e), s));
                     }
-                    Ok(events) if !events.is_empty() => {
+                    Ok(events) => {
+                        let full = events.len() >= s.batch;
+                        let empty = events.is_empty();
                         s.after = events.last().map_or(s.after, |e| e.position);
+                        if let Some(head) = head.filter(|_| !full) {
+                            s.after = s.after.max(head);
+                        }
                         s.buffer.extend(events);
+                        if empty {
+                            s.wait().await;
+                        }
                     }
-                    Ok(_) => s.wait().await,
                 }
             }
         })

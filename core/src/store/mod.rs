@@ -249,7 +249,10 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The stream's last revision, `None` if it does not exist.
     async fn stream_revision(&self, stream: &StreamId) -> Result<Option<u64>>;
 
-    /// The highest position readers can see now (0 for an empty store).
+    /// The highest position readers can see now (0 for an empty store). It must
+    /// be gap-safe like [`read_all`](EventStore::read_all): every event at or
+    /// below it is already visible, because filtered subscriptions skip ahead
+    /// to it.
     async fn head_position(&self) -> Result<u64>;
 
     /// A receiver that changes whenever new events become visible, carrying the
