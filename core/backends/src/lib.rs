@@ -1,5 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bus;
+
+pub use bus::{
+    AppRuntime, Assignment, BusOptions, BusRuntime, BusStatus, is_bus_url, start_on_bus,
+    start_runtime,
+};
 use orchestrix::coalesce::CoalesceConfig;
 use orchestrix::store::Backend;
 use orchestrix::url::{BackendUrl, Scheme};
@@ -14,15 +20,20 @@ use orchestrix::{Error, Result, Store};
 pub async fn open_backend(url: &str) -> Result<Backend> {
     let parsed = BackendUrl::parse(url)?;
     match parsed.scheme() {
-        Scheme::Memory => Ok(Backend::from_all(std::sync::Arc::new(orchestrix::store::memory::MemoryStore::new()))),
+        Scheme::Memory => Ok(Backend::from_all(std::sync::Arc::new(
+            orchestrix::store::memory::MemoryStore::new(),
+        ))),
         Scheme::Sqlite => open_sqlite(&parsed).await,
-        Scheme::Postgres => Err(not_enabled(&parsed, "postgres")),
+        Scheme::Postgres => open_postgres(&parsed).await,
         Scheme::Scylla => Err(not_enabled(&parsed, "scylla")),
         Scheme::Kafka | Scheme::Nats => Err(Error::invalid(
             format!("store URL `{parsed}`"),
             format!("`{}://` names a bus, not an event store", parsed.scheme()),
         )),
-        other => Err(Error::invalid(format!("store URL `{parsed}`"), format!("no store for `{other}://`"))),
+        other => Err(Error::invalid(
+            format!("store URL `{parsed}`"),
+            format!("no store for `{other}://`"),
+        )),
     }
 }
 
@@ -36,12 +47,18 @@ pub async fn open_store(url: &str) -> Result<Store> {
     let store = Store::new(backend);
     Ok(match BackendUrl::parse(url)?.scheme() {
         Scheme::Memory => store,
+        // PostgreSQL commits overlap, so two batches may be in flight.
+        Scheme::Postgres => store.with_coalescing(CoalesceConfig { max_batch: 256, max_in_flight: 2 }),
         _ => store.with_coalescing(CoalesceConfig::default()),
     })
 }
 
 fn not_enabled(url: &BackendUrl, feature: &'static str) -> Error {
-    Error::FeatureNotEnabled { scheme: url.scheme().as_str().to_owned(), feature, krate: "orchestrix-backends" }
+    Error::FeatureNotEnabled {
+        scheme: url.scheme().as_str().to_owned(),
+        feature,
+        krate: "orchestrix-backends",
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -49,6 +66,17 @@ async fn open_sqlite(url: &BackendUrl) -> Result<Backend> {
     let config = orchestrix_sqlite::SqliteConfig::from_url(url)?;
     let store = orchestrix_sqlite::SqliteStore::open(config).await?;
     Ok(Backend::from_all(std::sync::Arc::new(store)))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &BackendUrl) -> Result<Backend> {
+    let store = orchestrix_postgres::PostgresStore::connect_url(url.as_str()).await?;
+    Ok(store.backend())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &BackendUrl) -> Result<Backend> {
+    Err(not_enabled(url, "postgres"))
 }
 
 #[cfg(not(feature = "sqlite"))]
@@ -62,12 +90,28 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_and_unavailable_urls_are_typed_errors() {
-        for bad in ["", "memory", "mysql://x", "postgres://", "sqlite://", "sqlite:relative"] {
+        for bad in [
+            "",
+            "memory",
+            "mysql://x",
+            "postgres://",
+            "sqlite://",
+            "sqlite:relative",
+        ] {
             let err = open_store(bad).await.unwrap_err();
             assert!(matches!(err, Error::InvalidInput { .. }), "{bad}: {err}");
         }
         let err = open_store("scylla://127.0.0.1:9042").await.unwrap_err();
-        assert!(matches!(err, Error::FeatureNotEnabled { feature: "scylla", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::FeatureNotEnabled {
+                    feature: "scylla",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("`scylla` feature"), "{err}");
         let err = open_store("nats://127.0.0.1:4222").await.unwrap_err();
         assert!(err.to_string().contains("bus"), "{err}");
@@ -85,7 +129,10 @@ mod tests {
             let store = open_store(&url).await.unwrap();
             assert_eq!(store.backend_name(), "sqlite");
             let e = EventRecord::json("com.acme.Placed", 1, &serde_json::json!({"total": 1}));
-            store.append(&stream, ExpectedRevision::NoStream, vec![e]).await.unwrap();
+            store
+                .append(&stream, ExpectedRevision::NoStream, vec![e])
+                .await
+                .unwrap();
         }
         let store = open_store(&url).await.unwrap();
         assert_eq!(store.stream_revision(&stream).await.unwrap(), Some(0));

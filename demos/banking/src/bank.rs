@@ -3,9 +3,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use orchestrix::runtime::{self, ConsumerConfig, Runtime, RuntimeHandle};
+use orchestrix::runtime::{self, ConsumerConfig};
 use orchestrix::saga::{self, SagaConfig, SagaEngine, SagaStatus};
 use orchestrix::{Application, ApplicationBuilder, CommandOutcome, Error, Module, Result, Store};
+use orchestrix_backends::{AppRuntime, BusOptions};
 
 use crate::account::{Account, AccountCommand, Cents};
 use crate::balances::Balances;
@@ -79,6 +80,10 @@ pub struct BankOptions {
     pub saga_config: SagaConfig,
     /// The consumers of the saga and the projection.
     pub consumer: ConsumerConfig,
+    /// A bus (`nats://...`) to relay the events to and run the saga and the
+    /// projection from; none (or `memory://`): the embedded runtime on the
+    /// store.
+    pub bus: Option<String>,
 }
 
 /// A running bank: the application, its runtime, the saga and the read model.
@@ -87,11 +92,13 @@ pub struct Bank {
     app: Application,
     transfers: SagaEngine<TransferSaga>,
     balances: Arc<Balances>,
-    runtime: Option<RuntimeHandle>,
+    runtime: Option<AppRuntime>,
 }
 
 impl Bank {
-    /// Builds the application on `store` and starts its runtime.
+    /// Builds the application on `store` and starts its runtime: embedded,
+    /// or on [`BankOptions::bus`] (relay, consumers and saga timers, all in
+    /// this process).
     ///
     /// # Errors
     /// A registration or start error.
@@ -104,7 +111,9 @@ impl Bank {
             .get()
             .cloned()
             .ok_or_else(|| Error::invalid("bank module", "the saga was not registered"))?;
-        let runtime = Runtime::start(&app).await?;
+        let runtime =
+            orchestrix_backends::start_runtime(&app, options.bus.as_deref(), BusOptions::default())
+                .await?;
         Ok(Self {
             app,
             transfers,
@@ -123,6 +132,12 @@ impl Bank {
     #[must_use]
     pub fn transfers(&self) -> &SagaEngine<TransferSaga> {
         &self.transfers
+    }
+
+    /// The runtime: embedded or on a bus.
+    #[must_use]
+    pub fn runtime(&self) -> Option<&AppRuntime> {
+        self.runtime.as_ref()
     }
 
     /// The balances read model.
@@ -167,7 +182,8 @@ impl Bank {
     }
 
     /// Waits until every consumer has handled every event, including the
-    /// events that the saga's own commands appended (at most 30 s).
+    /// events that the saga's own commands appended (at most 30 s; on a bus:
+    /// relayed, delivered and handled).
     ///
     /// # Errors
     /// [`Error::Timeout`], or a consumer that stopped.

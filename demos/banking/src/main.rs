@@ -1,5 +1,6 @@
-//! `cargo run -p orchestrix-demo-banking [-- --store URL]`: the banking
-//! walk-through on the embedded store.
+//! `cargo run -p orchestrix-demo-banking [-- --store URL] [--bus nats://...]`:
+//! the banking walk-through on the embedded store, its saga and projection
+//! on the embedded runtime or consuming from a bus.
 
 use clap::Parser;
 
@@ -10,6 +11,12 @@ struct Args {
     /// Where events are stored: `sqlite://PATH` (embedded file) or `memory://`.
     #[arg(long, env = "ORCHESTRIX_STORE", default_value = "sqlite://banking.db")]
     store: String,
+    /// A bus to run the saga and the projection from, e.g.
+    /// `nats://127.0.0.1:4222?stream=BANK&prefix=bank.events&partitions=4`:
+    /// events are relayed from the store to it and consumed back. Default:
+    /// none, the embedded runtime reads the store.
+    #[arg(long, env = "ORCHESTRIX_BUS_URL")]
+    bus: Option<String>,
     /// A name for this run; accounts are named `{name}-{run}`. A fresh one by default.
     #[arg(long)]
     run: Option<String>,
@@ -29,9 +36,17 @@ async fn main() -> anyhow::Result<()> {
         format!("{:x}", millis % 0xff_ffff)
     });
     let store = orchestrix_backends::open_store(&args.store).await?;
-    println!("Orchestrix banking demo on {} (run {run})\n", args.store);
+    let on = match &args.bus {
+        Some(bus) => format!("{}, bus {}", args.store, orchestrix::url::redact(bus)),
+        None => args.store.clone(),
+    };
+    println!("Orchestrix banking demo on {on} (run {run})\n");
     let mut out = std::io::stdout();
-    orchestrix_demo_banking::walkthrough::run(store, &run, &mut out).await?;
+    let options = orchestrix_demo_banking::BankOptions {
+        bus: args.bus,
+        ..Default::default()
+    };
+    orchestrix_demo_banking::walkthrough::run_with(store, options, &run, &mut out).await?;
     Ok(())
 }
 

@@ -104,7 +104,21 @@ impl Walk<'_> {
 /// # Errors
 /// A store or runtime error, or a saga that did not settle.
 pub async fn run(store: Store, run: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<Report> {
-    let bank = Bank::start(store, BankOptions::default()).await?;
+    run_with(store, BankOptions::default(), run, out).await
+}
+
+/// [`run`] with these options, e.g. a [`BankOptions::bus`] to run the saga
+/// and the projection from.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    store: Store,
+    options: BankOptions,
+    run: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Report> {
+    let bank = Bank::start(store, options).await?;
     let mut w = Walk { bank, run, out };
     let all = ["alice", "bob", "carol"];
 

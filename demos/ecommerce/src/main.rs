@@ -1,4 +1,4 @@
-//! `cargo run -p orchestrix-demo-ecommerce [-- --fail inventory|payment|none] [--store URL]`.
+//! `cargo run -p orchestrix-demo-ecommerce [-- --fail inventory|payment|none] [--store URL] [--bus nats://...]`.
 
 use clap::Parser;
 use orchestrix_demo_ecommerce::Failure;
@@ -17,6 +17,12 @@ struct Args {
         default_value = "sqlite://ecommerce.db"
     )]
     store: String,
+    /// A bus to run the order saga from, e.g.
+    /// `nats://127.0.0.1:4222?stream=SHOP&prefix=shop.events&partitions=4`:
+    /// events are relayed from the store to it and consumed back. Default:
+    /// none, the embedded runtime reads the store.
+    #[arg(long, env = "ORCHESTRIX_BUS_URL")]
+    bus: Option<String>,
     /// A name for this run; orders and products are named `{name}-{run}`. A fresh one by default.
     #[arg(long)]
     run: Option<String>,
@@ -39,11 +45,22 @@ async fn main() -> anyhow::Result<()> {
         format!("{:x}", millis % 0xff_ffff)
     });
     let store = orchestrix_backends::open_store(&args.store).await?;
+    let on = match &args.bus {
+        Some(bus) => format!("{}, bus {}", args.store, orchestrix::url::redact(bus)),
+        None => args.store.clone(),
+    };
     println!(
-        "Orchestrix e-commerce demo on {} (run {run}, injected failure: {:?})\n",
-        args.store, args.fail
+        "Orchestrix e-commerce demo on {on} (run {run}, injected failure: {:?})\n",
+        args.fail
     );
     let mut out = std::io::stdout();
-    orchestrix_demo_ecommerce::walkthrough::run(store, &run, args.fail, &mut out).await?;
+    orchestrix_demo_ecommerce::walkthrough::run_on(
+        store,
+        args.bus.as_deref(),
+        &run,
+        args.fail,
+        &mut out,
+    )
+    .await?;
     Ok(())
 }

@@ -3,9 +3,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use orchestrix::runtime::{ConsumerConfig, Runtime, RuntimeHandle};
+use orchestrix::runtime::ConsumerConfig;
 use orchestrix::saga::{self, SagaConfig, SagaEngine};
 use orchestrix::{Application, ApplicationBuilder, Error, Module, Result, Store};
+use orchestrix_backends::{AppRuntime, BusOptions};
 
 use crate::domain::{Inventory, Order, Payment};
 use crate::saga::OrderSaga;
@@ -62,7 +63,7 @@ impl Module for ShopModule {
 pub struct Shop {
     app: Application,
     orders: SagaEngine<OrderSaga>,
-    runtime: Option<RuntimeHandle>,
+    runtime: Option<AppRuntime>,
 }
 
 impl Shop {
@@ -71,13 +72,23 @@ impl Shop {
     /// # Errors
     /// A registration or start error.
     pub async fn start(store: Store, module: ShopModule) -> Result<Self> {
+        Self::start_on(store, module, None).await
+    }
+
+    /// Builds the application on `store` and runs the saga from `bus`
+    /// (`nats://...`: relay, consumer and timers in this process); without a
+    /// bus (or `memory://`), on the embedded runtime.
+    ///
+    /// # Errors
+    /// A registration, connection or start error.
+    pub async fn start_on(store: Store, module: ShopModule, bus: Option<&str>) -> Result<Self> {
         let slot = module.engine_slot();
         let app = Application::builder(store).module(module)?.build();
         let orders = slot
             .get()
             .cloned()
             .ok_or_else(|| Error::invalid("shop module", "the saga was not registered"))?;
-        let runtime = Runtime::start(&app).await?;
+        let runtime = orchestrix_backends::start_runtime(&app, bus, BusOptions::default()).await?;
         Ok(Self {
             app,
             orders,

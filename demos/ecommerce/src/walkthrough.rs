@@ -60,7 +60,22 @@ pub async fn run(
     failure: Failure,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Report> {
-    let shop = Shop::start(store, ShopModule::default()).await?;
+    run_on(store, None, run, failure, out).await
+}
+
+/// [`run`] with the saga consuming from `bus` (`nats://...`), or on the
+/// embedded runtime without one.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_on(
+    store: Store,
+    bus: Option<&str>,
+    run: &str,
+    failure: Failure,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Report> {
+    let shop = Shop::start_on(store, ShopModule::default(), bus).await?;
     let id = |name: &str| format!("{name}-{run}");
 
     writeln!(out, "1. Stock the shop")?;

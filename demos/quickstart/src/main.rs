@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 // ---- the order module: about 80 lines of user code ----
 
+// Names as in the original framework's order example: `OrderCreated` is the event type.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 #[event(prefix = "com.acme.orders")]
 enum OrderEvent {
@@ -15,6 +17,7 @@ enum OrderEvent {
     OrderCancelled { reason: String },
 }
 
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug)]
 enum OrderCommand {
     CreateOrder { order_id: String, customer_name: String, total_cents: u64 },
