@@ -22,5 +22,7 @@ echo "[run-all] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[run-all] cargo nextest" >&2
 cargo nextest run --workspace --locked --profile "$profile"
+echo "[run-all] docker/ files (no Docker engine here: YAML, compose and manifest checks)" >&2
+bash docker/validate.sh
 echo "[run-all] doc tests" >&2
 cargo test --workspace --doc --locked

@@ -37,7 +37,8 @@ start_nats() {
   if [ -x /usr/sbin/nats-server ]; then
     mkdir -p /var/lib/nats-server
     start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
-      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log || true
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log \
+      </dev/null >/dev/null 2>&1 || true
   fi
   wait_port 127.0.0.1 4222 nats
 }
@@ -62,10 +63,22 @@ start_tansu() {
   fi
   chmod +x "$bin"
   log "kafka (tansu): starting $bin"
-  (cd "$(dirname "$bin")/.." && nohup "$bin" broker \
-      --listener-url tcp://127.0.0.1:9092 \
-      --advertised-listener-url tcp://127.0.0.1:9092 \
-      >"$TANSU_HOME/tansu.log" 2>&1 &)
+  # A detached process in its own session with every inherited descriptor
+  # closed, so that it never holds the caller's output pipes open (a CI
+  # runner waits for those to close).
+  python3 - "$bin" "$TANSU_HOME/tansu.log" <<'PY'
+import os, subprocess, sys
+binary, log = sys.argv[1], sys.argv[2]
+with open(log, "ab") as out:
+    subprocess.Popen(
+        [binary, "broker",
+         "--listener-url", "tcp://127.0.0.1:9092",
+         "--advertised-listener-url", "tcp://127.0.0.1:9092"],
+        cwd=os.path.dirname(os.path.dirname(binary)),
+        stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        close_fds=True, start_new_session=True,
+    )
+PY
   wait_port 127.0.0.1 9092 "kafka (tansu)"
 }
 
