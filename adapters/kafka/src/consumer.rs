@@ -149,9 +149,33 @@ impl Processor for EventProcessor {
         {
             return Ok(false);
         }
-        self.handler.handle(&event, delivery).await?;
+        self.handler
+            .handle(&event, delivery)
+            .instrument(handle_span(self.handler.name(), &event, delivery))
+            .await?;
         Ok(true)
     }
+}
+
+/// The `orchestrix.handle` span of one handler call, continuing the trace of
+/// the command that caused the event.
+fn handle_span(handler: &str, event: &RecordedEvent, delivery: &Delivery) -> tracing::Span {
+    let span = tracing::info_span!(
+        "orchestrix.handle",
+        handler,
+        event_id = %event.id(),
+        event_type = event.event_type(),
+        stream = %event.stream_id,
+        position = event.position,
+        partition = delivery.partition,
+        attempt = delivery.attempt,
+    );
+    orchestrix::telemetry::set_parent(
+        &span,
+        event.record.metadata.traceparent.as_deref(),
+        event.record.metadata.tracestate.as_deref(),
+    );
+    span
 }
 
 struct OffsetProcessor {
@@ -175,6 +199,7 @@ impl Processor for OffsetProcessor {
         }
         self.handler
             .handle(&event, &record.position(), delivery)
+            .instrument(handle_span(self.handler.name(), &event, delivery))
             .await?;
         Ok(true)
     }

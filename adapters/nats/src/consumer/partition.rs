@@ -279,6 +279,12 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
         attempt,
         error = tracing::field::Empty,
     );
+    // Continue the trace of the command that caused the event.
+    orchestrix::telemetry::set_parent(
+        &span,
+        event.record.metadata.traceparent.as_deref(),
+        event.record.metadata.tracestate.as_deref(),
+    );
     let result = handle_with_progress(shared, &message, &event, &delivery)
         .instrument(span.clone())
         .await;
