@@ -56,7 +56,15 @@ async fn raw_memory_appends(total: u64) -> anyhow::Result<f64> {
     for i in 0..total {
         let stream = StreamId::new("account", &format!("{}", i % ACCOUNTS))?;
         let e = EventRecord::json("com.bench.account.Deposited", 1, &payload);
-        store.backend().events.append(orchestrix::store::AppendRequest::new(stream, ExpectedRevision::Any, vec![e])).await?;
+        store
+            .backend()
+            .events
+            .append(orchestrix::store::AppendRequest::new(
+                stream,
+                ExpectedRevision::Any,
+                vec![e],
+            ))
+            .await?;
     }
     Ok(per_second(total, start.elapsed()))
 }
@@ -114,7 +122,8 @@ async fn bus_shape() -> anyhow::Result<(f64, f64)> {
     const HANDLERS: u64 = 5;
     // Raw: an in-process bus made of plain Tokio channels, one per handler
     // task, each message delivered to all five.
-    let counters: Vec<Arc<AtomicU64>> = (0..HANDLERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let counters: Vec<Arc<AtomicU64>> =
+        (0..HANDLERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let start = Instant::now();
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
@@ -144,7 +153,8 @@ async fn bus_shape() -> anyhow::Result<(f64, f64)> {
     let store = Store::memory();
     let start = Instant::now();
     let mut handles = Vec::new();
-    let counters: Vec<Arc<AtomicU64>> = (0..HANDLERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let counters: Vec<Arc<AtomicU64>> =
+        (0..HANDLERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for (n, c) in counters.iter().enumerate() {
         let handler = Arc::new(Count(c.clone(), format!("bus-bench-{n}")));
         handles.push(Consumer::builder(store.clone(), handler).start().await?);
@@ -152,7 +162,17 @@ async fn bus_shape() -> anyhow::Result<(f64, f64)> {
     let payload = serde_json::json!({ "amount": 1 });
     for i in 0..MESSAGES {
         let stream = StreamId::new("account", &format!("{}", i % 50))?;
-        store.append(&stream, ExpectedRevision::Any, vec![EventRecord::json("com.bench.account.Deposited", 1, &payload)]).await?;
+        store
+            .append(
+                &stream,
+                ExpectedRevision::Any,
+                vec![EventRecord::json(
+                    "com.bench.account.Deposited",
+                    1,
+                    &payload,
+                )],
+            )
+            .await?;
     }
     for h in &handles {
         h.wait_until_caught_up(MESSAGES).await?;
@@ -161,7 +181,12 @@ async fn bus_shape() -> anyhow::Result<(f64, f64)> {
     for h in handles {
         h.shutdown().await?;
     }
-    anyhow::ensure!(counters.iter().all(|c| c.load(Ordering::Relaxed) == MESSAGES), "every handler saw every message");
+    anyhow::ensure!(
+        counters
+            .iter()
+            .all(|c| c.load(Ordering::Relaxed) == MESSAGES),
+        "every handler saw every message"
+    );
     Ok((raw, orchestrix))
 }
 
@@ -172,27 +197,71 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|");
 
     let raw_mem = raw_memory_appends(COMMANDS).await?;
-    row("memory: raw append of one event (baseline)", raw_mem, "events/s", None);
+    row(
+        "memory: raw append of one event (baseline)",
+        raw_mem,
+        "events/s",
+        None,
+    );
     let mem = commands(&Store::memory(), 1, COMMANDS).await?;
-    row("memory: command pipeline, 1 writer", mem, "cmds/s", Some(raw_mem));
+    row(
+        "memory: command pipeline, 1 writer",
+        mem,
+        "cmds/s",
+        Some(raw_mem),
+    );
     let mem16 = commands(&Store::memory(), 16, COMMANDS).await?;
-    row("memory: command pipeline, 16 writers", mem16, "cmds/s", Some(raw_mem));
+    row(
+        "memory: command pipeline, 16 writers",
+        mem16,
+        "cmds/s",
+        Some(raw_mem),
+    );
 
     let raw_sql = raw_sqlite_inserts(&dir.path().join("raw.db"), COMMANDS).context("raw sqlite")?;
-    row("sqlite: raw INSERT + COMMIT per row (baseline)", raw_sql, "rows/s", None);
+    row(
+        "sqlite: raw INSERT + COMMIT per row (baseline)",
+        raw_sql,
+        "rows/s",
+        None,
+    );
     let open = |name: &str| {
         let path = dir.path().join(name);
-        async move { anyhow::Ok(Backend::from_all(Arc::new(SqliteStore::open_path(path).await?))) }
+        async move {
+            anyhow::Ok(Backend::from_all(Arc::new(
+                SqliteStore::open_path(path).await?,
+            )))
+        }
     };
     let one = Store::new(open("one.db").await?);
     let sql1 = commands(&one, 1, COMMANDS).await?;
-    row("sqlite: command pipeline, 1 writer", sql1, "cmds/s", Some(raw_sql));
+    row(
+        "sqlite: command pipeline, 1 writer",
+        sql1,
+        "cmds/s",
+        Some(raw_sql),
+    );
     let coalesced = Store::new(open("many.db").await?).with_coalescing(CoalesceConfig::default());
     let sql16 = commands(&coalesced, 16, COMMANDS).await?;
-    row("sqlite: command pipeline, 16 writers, coalesced commits", sql16, "cmds/s", Some(raw_sql));
+    row(
+        "sqlite: command pipeline, 16 writers, coalesced commits",
+        sql16,
+        "cmds/s",
+        Some(raw_sql),
+    );
 
     let (raw_bus, bus) = bus_shape().await?;
-    row("bus shape: 1,000 messages x 5 handlers, Tokio channels (baseline)", raw_bus, "deliv/s", None);
-    row("bus shape: 1,000 messages x 5 handlers, 5 runtime consumers", bus, "deliv/s", Some(raw_bus));
+    row(
+        "bus shape: 1,000 messages x 5 handlers, Tokio channels (baseline)",
+        raw_bus,
+        "deliv/s",
+        None,
+    );
+    row(
+        "bus shape: 1,000 messages x 5 handlers, 5 runtime consumers",
+        bus,
+        "deliv/s",
+        Some(raw_bus),
+    );
     Ok(())
 }

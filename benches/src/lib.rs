@@ -63,7 +63,10 @@ impl Aggregate for Account {
 }
 
 /// Runs `f` and returns operations per second for `ops` operations.
-pub async fn rate<F: std::future::Future<Output = anyhow::Result<()>>>(ops: u64, f: F) -> anyhow::Result<f64> {
+pub async fn rate<F: std::future::Future<Output = anyhow::Result<()>>>(
+    ops: u64,
+    f: F,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     f.await?;
     Ok(per_second(ops, start.elapsed()))
@@ -79,7 +82,10 @@ pub fn per_second(ops: u64, elapsed: Duration) -> f64 {
 /// One row of a result table.
 pub fn row(name: &str, value: f64, unit: &str, baseline: Option<f64>) {
     match baseline {
-        Some(b) => println!("| {name:<58} | {value:>12.0} {unit:<9} | {:>6.2}x of baseline |", value / b),
+        Some(b) => println!(
+            "| {name:<58} | {value:>12.0} {unit:<9} | {:>6.2}x of baseline |",
+            value / b
+        ),
         None => println!("| {name:<58} | {value:>12.0} {unit:<9} | baseline           |"),
     }
 }

@@ -26,7 +26,11 @@ pub trait Module: Send + Sync + 'static {
     fn register(&self, app: &mut ApplicationBuilder) -> Result<()>;
 }
 
-type Erased = Arc<dyn Fn(Box<dyn Any + Send>, CommandContext) -> BoxFuture<'static, Result<CommandOutcome>> + Send + Sync>;
+type Erased = Arc<
+    dyn Fn(Box<dyn Any + Send>, CommandContext) -> BoxFuture<'static, Result<CommandOutcome>>
+        + Send
+        + Sync,
+>;
 
 struct Handler {
     aggregate: &'static str,
@@ -46,7 +50,10 @@ pub struct ApplicationBuilder {
 
 impl fmt::Debug for ApplicationBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApplicationBuilder").field("store", &self.store).field("modules", &self.modules).finish_non_exhaustive()
+        f.debug_struct("ApplicationBuilder")
+            .field("store", &self.store)
+            .field("modules", &self.modules)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,7 +106,10 @@ impl ApplicationBuilder {
         if let Some(existing) = self.handlers.get(&key) {
             return Err(Error::invalid(
                 format!("registration of aggregate `{}`", A::CATEGORY),
-                format!("its command type is already handled by `{}`", existing.aggregate),
+                format!(
+                    "its command type is already handled by `{}`",
+                    existing.aggregate
+                ),
             ));
         }
         let executor = CommandExecutor::<A>::new(self.store.clone(), config);
@@ -113,7 +123,14 @@ impl ApplicationBuilder {
                 executor.execute_with(*command, context).await
             })
         });
-        self.handlers.insert(key, Handler { aggregate: A::CATEGORY, run, executor: Arc::new(executor) });
+        self.handlers.insert(
+            key,
+            Handler {
+                aggregate: A::CATEGORY,
+                run,
+                executor: Arc::new(executor),
+            },
+        );
         Ok(self)
     }
 
@@ -193,7 +210,15 @@ impl fmt::Debug for Application {
         f.debug_struct("Application")
             .field("store", &self.inner.store)
             .field("modules", &self.inner.modules)
-            .field("aggregates", &self.inner.handlers.values().map(|h| h.aggregate).collect::<Vec<_>>())
+            .field(
+                "aggregates",
+                &self
+                    .inner
+                    .handlers
+                    .values()
+                    .map(|h| h.aggregate)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -236,9 +261,15 @@ impl Application {
     ///
     /// # Errors
     /// As [`execute`](Self::execute).
-    pub async fn execute_with<C: Command>(&self, command: C, context: CommandContext) -> Result<CommandOutcome> {
+    pub async fn execute_with<C: Command>(
+        &self,
+        command: C,
+        context: CommandContext,
+    ) -> Result<CommandOutcome> {
         let Some(handler) = self.inner.handlers.get(&TypeId::of::<C>()) else {
-            return Err(Error::NoHandler { command: command.command_type().to_owned() });
+            return Err(Error::NoHandler {
+                command: command.command_type().to_owned(),
+            });
         };
         (handler.run)(Box::new(command), context).await
     }
@@ -253,7 +284,9 @@ impl Application {
             .get(&TypeId::of::<A::Command>())
             .and_then(|h| h.executor.downcast_ref::<CommandExecutor<A>>())
             .cloned()
-            .ok_or_else(|| Error::NoHandler { command: std::any::type_name::<A::Command>().to_owned() })
+            .ok_or_else(|| Error::NoHandler {
+                command: std::any::type_name::<A::Command>().to_owned(),
+            })
     }
 
     /// Loads an aggregate's current state.
@@ -267,6 +300,9 @@ impl Application {
     /// A value stored by a component at build time.
     #[must_use]
     pub fn extension<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.inner.extensions.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
+        self.inner
+            .extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref())
     }
 }

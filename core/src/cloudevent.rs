@@ -149,7 +149,9 @@ impl CloudEventBuilder {
     /// and digits, or that is a context attribute's name.
     pub fn extension(mut self, name: &str, value: impl Into<String>) -> Result<Self> {
         validate_extension_name(name)?;
-        self.event.extensions.insert(name.to_owned(), ExtensionValue::String(value.into()));
+        self.event
+            .extensions
+            .insert(name.to_owned(), ExtensionValue::String(value.into()));
         Ok(self)
     }
 
@@ -183,11 +185,21 @@ fn attr_error(attr: &str, reason: impl Into<String>) -> Error {
 /// # Errors
 /// [`Error::InvalidInput`].
 pub fn validate_extension_name(name: &str) -> Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        return Err(attr_error(name, "extension names are lowercase ASCII letters and digits"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return Err(attr_error(
+            name,
+            "extension names are lowercase ASCII letters and digits",
+        ));
     }
     if name.len() > 20 {
-        return Err(attr_error(name, "extension names are at most 20 characters"));
+        return Err(attr_error(
+            name,
+            "extension names are at most 20 characters",
+        ));
     }
     if RESERVED.contains(&name) {
         return Err(attr_error(name, "is a context attribute, not an extension"));
@@ -200,14 +212,21 @@ fn validate_uri_reference(attr: &str, value: &str) -> Result<()> {
         return Err(attr_error(attr, "must be a non-empty URI-reference"));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(attr_error(attr, "a URI-reference has no whitespace or control characters"));
+        return Err(attr_error(
+            attr,
+            "a URI-reference has no whitespace or control characters",
+        ));
     }
     Ok(())
 }
 
 impl CloudEvent {
     /// Starts a builder with the required attributes.
-    pub fn builder(id: impl Into<String>, source: impl Into<String>, ty: impl Into<String>) -> CloudEventBuilder {
+    pub fn builder(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        ty: impl Into<String>,
+    ) -> CloudEventBuilder {
         CloudEventBuilder {
             event: Self {
                 id: id.into(),
@@ -237,7 +256,8 @@ impl CloudEvent {
             return Err(attr_error("subject", "must be non-empty when present"));
         }
         if let Some(schema) = &self.dataschema {
-            let parsed = url::Url::parse(schema).map_err(|e| attr_error("dataschema", format!("must be an absolute URI: {e}")))?;
+            let parsed = url::Url::parse(schema)
+                .map_err(|e| attr_error("dataschema", format!("must be an absolute URI: {e}")))?;
             if parsed.scheme().is_empty() {
                 return Err(attr_error("dataschema", "must be an absolute URI"));
             }
@@ -245,7 +265,10 @@ impl CloudEvent {
         if let Some(ct) = &self.datacontenttype
             && (ct.is_empty() || !ct.contains('/'))
         {
-            return Err(attr_error("datacontenttype", format!("`{ct}` is not a media type")));
+            return Err(attr_error(
+                "datacontenttype",
+                format!("`{ct}` is not a media type"),
+            ));
         }
         for name in self.extensions.keys() {
             validate_extension_name(name)?;
@@ -301,7 +324,9 @@ impl CloudEvent {
     /// One extension attribute in its string form.
     #[must_use]
     pub fn extension(&self, name: &str) -> Option<String> {
-        self.extensions.get(name).map(ExtensionValue::to_header_value)
+        self.extensions
+            .get(name)
+            .map(ExtensionValue::to_header_value)
     }
 
     /// The data as bytes, as carried by binary content mode (JSON data is
@@ -324,7 +349,11 @@ impl CloudEvent {
         m.insert("source".into(), self.source.clone().into());
         m.insert("type".into(), self.ty.clone().into());
         if let Some(t) = self.time {
-            m.insert("time".into(), t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).into());
+            m.insert(
+                "time".into(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    .into(),
+            );
         }
         if let Some(s) = &self.subject {
             m.insert("subject".into(), s.clone().into());
@@ -370,20 +399,32 @@ impl CloudEvent {
                 Some(other) => Err(attr_error(name, format!("must be a string, got {other}"))),
             }
         };
-        let required = |name: &str| -> Result<String> { string(name)?.ok_or_else(|| attr_error(name, "is required")) };
+        let required = |name: &str| -> Result<String> {
+            string(name)?.ok_or_else(|| attr_error(name, "is required"))
+        };
         let spec = required("specversion")?;
         if spec != SPEC_VERSION {
-            return Err(attr_error("specversion", format!("`{spec}` is not supported (only 1.0)")));
+            return Err(attr_error(
+                "specversion",
+                format!("`{spec}` is not supported (only 1.0)"),
+            ));
         }
         let time = string("time")?
             .map(|t| {
                 DateTime::parse_from_rfc3339(&t)
                     .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| attr_error("time", format!("`{t}` is not an RFC 3339 timestamp: {e}")))
+                    .map_err(|e| {
+                        attr_error("time", format!("`{t}` is not an RFC 3339 timestamp: {e}"))
+                    })
             })
             .transpose()?;
         let data = match (m.get("data"), m.get("data_base64")) {
-            (Some(_), Some(_)) => return Err(attr_error("data", "`data` and `data_base64` are mutually exclusive")),
+            (Some(_), Some(_)) => {
+                return Err(attr_error(
+                    "data",
+                    "`data` and `data_base64` are mutually exclusive",
+                ));
+            }
             (Some(v), None) => Some(Data::Json(v.clone())),
             (None, Some(Value::String(b))) => Some(Data::Binary(Bytes::from(
                 base64_decode(b).map_err(|e| attr_error("data_base64", e))?,
@@ -400,8 +441,15 @@ impl CloudEvent {
             let v = match v {
                 Value::String(s) => ExtensionValue::String(s.clone()),
                 Value::Bool(b) => ExtensionValue::Boolean(*b),
-                Value::Number(n) if n.is_i64() => ExtensionValue::Integer(n.as_i64().unwrap_or_default()),
-                other => return Err(attr_error(k, format!("extension values are strings, integers or booleans, got {other}"))),
+                Value::Number(n) if n.is_i64() => {
+                    ExtensionValue::Integer(n.as_i64().unwrap_or_default())
+                }
+                other => {
+                    return Err(attr_error(
+                        k,
+                        format!("extension values are strings, integers or booleans, got {other}"),
+                    ));
+                }
             };
             extensions.insert(k.clone(), v);
         }
@@ -458,9 +506,18 @@ impl CloudEvent {
             .dataschema(schema_uri(&r.event_type, r.schema_version))
             .data(r.content_type.clone(), data)
             .extension(EXT_PARTITION_KEY, event.stream_id.as_str())?
-            .extension_value(EXT_STREAM_REVISION, ExtensionValue::Integer(to_i64(event.revision)))?
-            .extension_value(EXT_GLOBAL_POSITION, ExtensionValue::Integer(to_i64(event.position)))?
-            .extension_value(EXT_SCHEMA_VERSION, ExtensionValue::Integer(i64::from(r.schema_version)))?;
+            .extension_value(
+                EXT_STREAM_REVISION,
+                ExtensionValue::Integer(to_i64(event.revision)),
+            )?
+            .extension_value(
+                EXT_GLOBAL_POSITION,
+                ExtensionValue::Integer(to_i64(event.position)),
+            )?
+            .extension_value(
+                EXT_SCHEMA_VERSION,
+                ExtensionValue::Integer(i64::from(r.schema_version)),
+            )?;
         let md = &r.metadata;
         for (name, value) in [
             (EXT_CORRELATION_ID, &md.correlation_id),
@@ -486,13 +543,24 @@ impl CloudEvent {
     /// [`Error::InvalidInput`] when `subject` is missing or not a stream id, or
     /// `id` is not a UUID.
     pub fn to_record(&self) -> Result<(StreamId, EventRecord)> {
-        let stream = StreamId::parse(self.subject.clone().ok_or_else(|| attr_error("subject", "is required to name the stream"))?)?;
-        let id = uuid::Uuid::parse_str(&self.id).map_err(|e| attr_error("id", format!("not a UUID: {e}")))?;
+        let stream = StreamId::parse(
+            self.subject
+                .clone()
+                .ok_or_else(|| attr_error("subject", "is required to name the stream"))?,
+        )?;
+        let id = uuid::Uuid::parse_str(&self.id)
+            .map_err(|e| attr_error("id", format!("not a UUID: {e}")))?;
         let version = match self.extensions.get(EXT_SCHEMA_VERSION) {
             None => 1,
-            Some(ExtensionValue::Integer(i)) => u32::try_from(*i).map_err(|_| attr_error(EXT_SCHEMA_VERSION, "out of range"))?,
-            Some(ExtensionValue::String(s)) => s.parse().map_err(|_| attr_error(EXT_SCHEMA_VERSION, "not an integer"))?,
-            Some(ExtensionValue::Boolean(_)) => return Err(attr_error(EXT_SCHEMA_VERSION, "not an integer")),
+            Some(ExtensionValue::Integer(i)) => {
+                u32::try_from(*i).map_err(|_| attr_error(EXT_SCHEMA_VERSION, "out of range"))?
+            }
+            Some(ExtensionValue::String(s)) => s
+                .parse()
+                .map_err(|_| attr_error(EXT_SCHEMA_VERSION, "not an integer"))?,
+            Some(ExtensionValue::Boolean(_)) => {
+                return Err(attr_error(EXT_SCHEMA_VERSION, "not an integer"));
+            }
         };
         let mut metadata = Metadata::default();
         for (k, v) in &self.extensions {
@@ -502,7 +570,8 @@ impl CloudEvent {
                 EXT_CAUSATION_ID => metadata.causation_id = Some(v),
                 EXT_TRACEPARENT => metadata.traceparent = Some(v),
                 EXT_TRACESTATE => metadata.tracestate = Some(v),
-                EXT_PARTITION_KEY | EXT_STREAM_REVISION | EXT_GLOBAL_POSITION | EXT_SCHEMA_VERSION => {}
+                EXT_PARTITION_KEY | EXT_STREAM_REVISION | EXT_GLOBAL_POSITION
+                | EXT_SCHEMA_VERSION => {}
                 _ => {
                     metadata.extensions.insert(k.clone(), v);
                 }
@@ -514,7 +583,10 @@ impl CloudEvent {
             schema_version: version,
             source: self.source.clone(),
             time: self.time.unwrap_or_else(Utc::now),
-            content_type: self.datacontenttype.clone().unwrap_or_else(|| crate::codec::JSON_CONTENT_TYPE.to_owned()),
+            content_type: self
+                .datacontenttype
+                .clone()
+                .unwrap_or_else(|| crate::codec::JSON_CONTENT_TYPE.to_owned()),
             data: self.data_bytes(),
             metadata,
         };
@@ -543,7 +615,9 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// # Errors
 /// A description of the bad input.
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("invalid base64: {e}"))
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("invalid base64: {e}"))
 }
 
 #[cfg(test)]
@@ -576,7 +650,12 @@ mod tests {
         for missing in ["specversion", "id", "source", "type"] {
             let mut v = base.clone();
             v.as_object_mut().unwrap().remove(missing);
-            assert!(CloudEvent::from_json(&v).unwrap_err().to_string().contains(missing));
+            assert!(
+                CloudEvent::from_json(&v)
+                    .unwrap_err()
+                    .to_string()
+                    .contains(missing)
+            );
         }
         let mut both = base.clone();
         both["data"] = json!(1);
@@ -589,7 +668,10 @@ mod tests {
     fn round_trips_json_with_binary_data_and_typed_extensions() {
         let ce = CloudEvent::builder("id-1", "urn:x", "com.acme.T")
             .time(Utc::now())
-            .data("application/avro", Data::Binary(Bytes::from_static(&[0, 1, 2, 255])))
+            .data(
+                "application/avro",
+                Data::Binary(Bytes::from_static(&[0, 1, 2, 255])),
+            )
             .extension_value("n", ExtensionValue::Integer(-3))
             .unwrap()
             .extension_value("flag", ExtensionValue::Boolean(true))
@@ -606,21 +688,36 @@ mod tests {
         let mut record = EventRecord::json("com.acme.Opened", 3, &json!({"a": 1}));
         record.metadata.correlation_id = Some("corr".into());
         record.metadata.causation_id = Some("cause".into());
-        record.metadata.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-        record.metadata.extensions.insert("tenant".into(), "t1".into());
-        let recorded = RecordedEvent { stream_id: StreamId::parse("order-9").unwrap(), revision: 4, position: 17, record };
+        record.metadata.traceparent =
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        record
+            .metadata
+            .extensions
+            .insert("tenant".into(), "t1".into());
+        let recorded = RecordedEvent {
+            stream_id: StreamId::parse("order-9").unwrap(),
+            revision: 4,
+            position: 17,
+            record,
+        };
         let ce = CloudEvent::from_recorded(&recorded).unwrap();
         assert_eq!(ce.subject(), Some("order-9"));
         assert_eq!(ce.extension(EXT_PARTITION_KEY).as_deref(), Some("order-9"));
         assert_eq!(ce.extension(EXT_GLOBAL_POSITION).as_deref(), Some("17"));
-        assert_eq!(ce.dataschema(), Some("urn:orchestrix:schema:com.acme.Opened:3"));
+        assert_eq!(
+            ce.dataschema(),
+            Some("urn:orchestrix:schema:com.acme.Opened:3")
+        );
         let json = ce.to_json();
         let (stream, back) = CloudEvent::from_json(&json).unwrap().to_record().unwrap();
         assert_eq!(stream, recorded.stream_id);
         assert_eq!(back.metadata, recorded.record.metadata);
         assert_eq!(back.schema_version, 3);
         assert_eq!(back.id, recorded.record.id);
-        assert_eq!(serde_json::from_slice::<Value>(&back.data).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&back.data).unwrap(),
+            json!({"a": 1})
+        );
     }
 }
 
@@ -660,12 +757,18 @@ pub mod binary {
     #[must_use]
     pub fn encode(event: &CloudEvent, prefix: &str) -> (Vec<(String, String)>, Bytes) {
         let mut h = Vec::with_capacity(8 + event.extensions.len());
-        h.push((format!("{prefix}specversion"), super::SPEC_VERSION.to_owned()));
+        h.push((
+            format!("{prefix}specversion"),
+            super::SPEC_VERSION.to_owned(),
+        ));
         h.push((format!("{prefix}id"), event.id.clone()));
         h.push((format!("{prefix}source"), event.source.clone()));
         h.push((format!("{prefix}type"), event.ty.clone()));
         if let Some(t) = event.time {
-            h.push((format!("{prefix}time"), t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+            h.push((
+                format!("{prefix}time"),
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ));
         }
         if let Some(s) = &event.subject {
             h.push((format!("{prefix}subject"), s.clone()));
@@ -697,7 +800,8 @@ pub mod binary {
         let mut content_type = None;
         for (name, value) in headers {
             let lower = name.to_ascii_lowercase();
-            let value = std::str::from_utf8(value).map_err(|_| attr_error(name, "header value is not UTF-8"))?;
+            let value = std::str::from_utf8(value)
+                .map_err(|_| attr_error(name, "header value is not UTF-8"))?;
             if lower == CONTENT_TYPE {
                 content_type = Some(value.to_owned());
             } else if let Some(attr) = lower.strip_prefix(prefix) {
@@ -708,7 +812,10 @@ pub mod binary {
             }
         }
         if let Some(ct) = &content_type {
-            json.insert("datacontenttype".into(), serde_json::Value::String(ct.clone()));
+            json.insert(
+                "datacontenttype".into(),
+                serde_json::Value::String(ct.clone()),
+            );
         }
         // Binary mode keeps the body opaque; JSON parsing is left to the codec.
         let mut event = CloudEvent::from_json(&serde_json::Value::Object(json))?;
@@ -728,10 +835,17 @@ pub mod binary {
         let (stream_id, record) = event.to_record()?;
         let int = |name: &str| -> Result<u64> {
             match event.extensions.get(name) {
-                Some(ExtensionValue::Integer(i)) => u64::try_from(*i).map_err(|_| attr_error(name, "negative")),
-                Some(ExtensionValue::String(s)) => s.parse().map_err(|_| attr_error(name, format!("`{s}` is not an integer"))),
+                Some(ExtensionValue::Integer(i)) => {
+                    u64::try_from(*i).map_err(|_| attr_error(name, "negative"))
+                }
+                Some(ExtensionValue::String(s)) => s
+                    .parse()
+                    .map_err(|_| attr_error(name, format!("`{s}` is not an integer"))),
                 Some(ExtensionValue::Boolean(_)) => Err(attr_error(name, "not an integer")),
-                None => Err(Error::invalid(format!("CloudEvents extension `{name}`"), "is required for an Orchestrix event")),
+                None => Err(Error::invalid(
+                    format!("CloudEvents extension `{name}`"),
+                    "is required for an Orchestrix event",
+                )),
             }
         };
         Ok(RecordedEvent {
@@ -750,13 +864,24 @@ pub mod binary {
 
         #[test]
         fn recorded_events_round_trip_through_binary_mode() {
-            let mut record = EventRecord::json("com.acme.Placed", 2, &serde_json::json!({"total": 3}));
+            let mut record =
+                EventRecord::json("com.acme.Placed", 2, &serde_json::json!({"total": 3}));
             record.metadata.correlation_id = Some("c".into());
-            let recorded = RecordedEvent { stream_id: StreamId::parse("order-5").unwrap(), revision: 3, position: 99, record };
+            let recorded = RecordedEvent {
+                stream_id: StreamId::parse("order-5").unwrap(),
+                revision: 3,
+                position: 99,
+                record,
+            };
             let ce = CloudEvent::from_recorded(&recorded).unwrap();
             for prefix in [KAFKA_PREFIX, NATS_PREFIX] {
                 let (headers, body) = encode(&ce, prefix);
-                let back = decode(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())), &body, prefix).unwrap();
+                let back = decode(
+                    headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+                    &body,
+                    prefix,
+                )
+                .unwrap();
                 let back = to_recorded(&back).unwrap();
                 assert_eq!(back.stream_id, recorded.stream_id);
                 assert_eq!((back.revision, back.position), (3, 99));
@@ -765,29 +890,51 @@ pub mod binary {
                 assert_eq!(back.record.metadata, recorded.record.metadata);
                 assert_eq!(back.record.data, recorded.record.data);
                 assert_eq!(back.record.content_type, "application/json");
-                assert_eq!(back.record.time.timestamp_micros(), recorded.record.time.timestamp_micros());
+                assert_eq!(
+                    back.record.time.timestamp_micros(),
+                    recorded.record.time.timestamp_micros()
+                );
             }
         }
 
         #[test]
         fn opaque_envelope_keeps_the_stored_bytes_and_the_same_headers() {
-            let mut record = EventRecord::json("com.acme.Placed", 1, &serde_json::json!({"b": 1, "a": 2}));
+            let mut record =
+                EventRecord::json("com.acme.Placed", 1, &serde_json::json!({"b": 1, "a": 2}));
             record.data = bytes::Bytes::from_static(br#"{ "b": 1, "a": 2 }"#);
-            let recorded = RecordedEvent { stream_id: StreamId::parse("order-5").unwrap(), revision: 0, position: 1, record };
-            let (parsed_headers, _) = encode(&CloudEvent::from_recorded(&recorded).unwrap(), KAFKA_PREFIX);
-            let (headers, body) = encode(&CloudEvent::from_recorded_opaque(&recorded).unwrap(), KAFKA_PREFIX);
+            let recorded = RecordedEvent {
+                stream_id: StreamId::parse("order-5").unwrap(),
+                revision: 0,
+                position: 1,
+                record,
+            };
+            let (parsed_headers, _) =
+                encode(&CloudEvent::from_recorded(&recorded).unwrap(), KAFKA_PREFIX);
+            let (headers, body) = encode(
+                &CloudEvent::from_recorded_opaque(&recorded).unwrap(),
+                KAFKA_PREFIX,
+            );
             assert_eq!(headers, parsed_headers);
             assert_eq!(body, recorded.record.data, "not re-serialized");
         }
 
         #[test]
         fn undecodable_headers_are_typed_errors() {
-            let missing = decode([("ce_id", b"1".as_slice()), ("ce_source", b"/s")], b"", KAFKA_PREFIX);
+            let missing = decode(
+                [("ce_id", b"1".as_slice()), ("ce_source", b"/s")],
+                b"",
+                KAFKA_PREFIX,
+            );
             assert!(matches!(missing, Err(Error::InvalidInput { .. })));
             let not_utf8 = decode([("ce_id", [0xff_u8].as_slice())], b"", KAFKA_PREFIX);
             assert!(matches!(not_utf8, Err(Error::InvalidInput { .. })));
             let foreign = decode(
-                [("ce_specversion", b"1.0".as_slice()), ("ce_id", b"x"), ("ce_source", b"/s"), ("ce_type", b"t")],
+                [
+                    ("ce_specversion", b"1.0".as_slice()),
+                    ("ce_id", b"x"),
+                    ("ce_source", b"/s"),
+                    ("ce_type", b"t"),
+                ],
                 b"{}",
                 KAFKA_PREFIX,
             )

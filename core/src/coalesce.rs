@@ -27,7 +27,10 @@ pub struct CoalesceConfig {
 
 impl Default for CoalesceConfig {
     fn default() -> Self {
-        Self { max_batch: 256, max_in_flight: 1 }
+        Self {
+            max_batch: 256,
+            max_in_flight: 1,
+        }
     }
 }
 
@@ -79,8 +82,12 @@ impl Coalescer {
     /// The append's own error, or [`Error::Shutdown`] when the runtime is gone.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((request, tx)).map_err(|_| Error::Shutdown { component: "append coalescer" })?;
-        rx.await.map_err(|_| Error::Shutdown { component: "append coalescer" })?
+        self.tx.send((request, tx)).map_err(|_| Error::Shutdown {
+            component: "append coalescer",
+        })?;
+        rx.await.map_err(|_| Error::Shutdown {
+            component: "append coalescer",
+        })?
     }
 }
 
@@ -106,7 +113,12 @@ async fn run_batch(store: &dyn EventStore, batch: Vec<Job>) {
             let transient = e.is_transient();
             let text = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(Error::backend(store.backend(), "append", transient, text.clone())));
+                let _ = reply.send(Err(Error::backend(
+                    store.backend(),
+                    "append",
+                    transient,
+                    text.clone(),
+                )));
             }
         }
     }

@@ -56,7 +56,8 @@ impl Codec for JsonCodec {
     }
 
     fn decode(&self, event_type: &str, version: u32, data: &[u8]) -> Result<serde_json::Value> {
-        serde_json::from_slice(data).map_err(|e| Error::decode(format!("event `{event_type}` v{version}"), e))
+        serde_json::from_slice(data)
+            .map_err(|e| Error::decode(format!("event `{event_type}` v{version}"), e))
     }
 }
 
@@ -69,7 +70,10 @@ pub fn decode_json(record: &EventRecord) -> Result<serde_json::Value> {
     if !is_json(&record.content_type) {
         return Err(Error::decode(
             format!("event `{}`", record.event_type),
-            format!("content type `{}` needs its codec; decode with it instead of JSON", record.content_type),
+            format!(
+                "content type `{}` needs its codec; decode with it instead of JSON",
+                record.content_type
+            ),
         ));
     }
     JsonCodec.decode(&record.event_type, record.schema_version, &record.data)

@@ -107,7 +107,9 @@ pub enum Error {
         command: String,
     },
     /// A URL names a backend whose crate feature is not compiled in.
-    #[error("the `{scheme}://` backend needs the `{feature}` feature of `{krate}`, which is not enabled")]
+    #[error(
+        "the `{scheme}://` backend needs the `{feature}` feature of `{krate}`, which is not enabled"
+    )]
     FeatureNotEnabled {
         /// The URL scheme.
         scheme: String,
@@ -169,7 +171,9 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Conflict { .. } | Self::Timeout { .. } => ErrorClass::Transient,
-            Self::Backend { transient: true, .. } => ErrorClass::Transient,
+            Self::Backend {
+                transient: true, ..
+            } => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }
@@ -182,12 +186,18 @@ impl Error {
 
     /// Builds [`Error::InvalidInput`].
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::InvalidInput { what: what.into(), reason: reason.into() }
+        Self::InvalidInput {
+            what: what.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Builds [`Error::Corrupted`].
     pub fn corrupted(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Corrupted { what: what.into(), reason: reason.into() }
+        Self::Corrupted {
+            what: what.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Builds [`Error::Backend`].
@@ -197,17 +207,30 @@ impl Error {
         transient: bool,
         source: impl Into<BoxError>,
     ) -> Self {
-        Self::Backend { backend, operation, transient, source: source.into() }
+        Self::Backend {
+            backend,
+            operation,
+            transient,
+            source: source.into(),
+        }
     }
 
     /// Builds [`Error::Serialization`] for a decode failure.
     pub fn decode(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Serialization { action: "decode", what: what.into(), source: source.into() }
+        Self::Serialization {
+            action: "decode",
+            what: what.into(),
+            source: source.into(),
+        }
     }
 
     /// Builds [`Error::Serialization`] for an encode failure.
     pub fn encode(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Serialization { action: "encode", what: what.into(), source: source.into() }
+        Self::Serialization {
+            action: "encode",
+            what: what.into(),
+            source: source.into(),
+        }
     }
 
     /// A short, stable, machine-readable name of the variant, for metrics labels

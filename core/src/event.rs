@@ -93,7 +93,11 @@ pub fn __untag(event_type: &str, value: serde_json::Value) -> Result<serde_json:
 
 /// Support for the `Event` derive: puts serde's external enum tag back.
 #[doc(hidden)]
-pub fn __retag<E: DeserializeOwned>(event_type: &str, variant: &str, payload: serde_json::Value) -> Result<E> {
+pub fn __retag<E: DeserializeOwned>(
+    event_type: &str,
+    variant: &str,
+    payload: serde_json::Value,
+) -> Result<E> {
     let tagged = match payload {
         serde_json::Value::Null => {
             // A unit variant serializes as its name; a newtype variant holding
@@ -188,7 +192,11 @@ impl EventRecord {
     /// assert_eq!(&r.data[..], br#"{"n":1}"#);
     /// ```
     #[must_use]
-    pub fn json(event_type: impl Into<String>, schema_version: u32, payload: &serde_json::Value) -> Self {
+    pub fn json(
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: &serde_json::Value,
+    ) -> Self {
         Self {
             id: Uuid::now_v7(),
             event_type: event_type.into(),
@@ -252,9 +260,13 @@ impl RecordedEvent {
     pub fn decode<E: Event>(&self) -> Result<E> {
         let value = crate::codec::decode_json(&self.record)?;
         E::from_payload(&self.record.event_type, value).map_err(|e| match e {
-            Error::UnknownEventType { event_type, target, .. } => {
-                Error::UnknownEventType { event_type, version: self.record.schema_version, target }
-            }
+            Error::UnknownEventType {
+                event_type, target, ..
+            } => Error::UnknownEventType {
+                event_type,
+                version: self.record.schema_version,
+                target,
+            },
             other => other,
         })
     }
@@ -264,5 +276,9 @@ impl RecordedEvent {
 #[doc(hidden)]
 #[must_use]
 pub fn __unknown<T>(event_type: &str) -> Error {
-    Error::UnknownEventType { event_type: event_type.to_owned(), version: 0, target: std::any::type_name::<T>() }
+    Error::UnknownEventType {
+        event_type: event_type.to_owned(),
+        version: 0,
+        target: std::any::type_name::<T>(),
+    }
 }

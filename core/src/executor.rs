@@ -1,8 +1,8 @@
 //! The command executor: load, decide, append with `Exact(revision)`, retry.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -204,7 +204,10 @@ impl<A: Aggregate> CommandExecutor<A> {
         if self.config.cache_capacity == 0 {
             return None;
         }
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(stream)
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(stream)
     }
 
     fn cache_put(&self, stream: StreamId, loaded: Loaded<A>) {
@@ -212,7 +215,10 @@ impl<A: Aggregate> CommandExecutor<A> {
         if capacity == 0 {
             return;
         }
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= capacity && !cache.contains_key(&stream) {
             // Evict an arbitrary entry: a miss only costs a full load.
             if let Some(victim) = cache.keys().next().cloned() {

@@ -54,7 +54,9 @@ impl StreamId {
     /// [`Error::InvalidInput`] as for [`StreamId::new`].
     pub fn parse(value: impl Into<String>) -> Result<Self> {
         let value = value.into();
-        let invalid = |reason: String| Error::invalid(format!("stream id `{}`", value.escape_debug()), reason);
+        let invalid = |reason: String| {
+            Error::invalid(format!("stream id `{}`", value.escape_debug()), reason)
+        };
         if value.len() > MAX_STREAM_ID_LEN {
             return Err(invalid(format!("longer than {MAX_STREAM_ID_LEN} bytes")));
         }
@@ -105,14 +107,22 @@ fn is_id_char(c: char) -> bool {
 /// # Errors
 /// [`Error::InvalidInput`] when it is not.
 pub fn validate_category(category: &str) -> Result<()> {
-    let invalid = |reason: &str| Err(Error::invalid(format!("category `{}`", category.escape_debug()), reason));
+    let invalid = |reason: &str| {
+        Err(Error::invalid(
+            format!("category `{}`", category.escape_debug()),
+            reason,
+        ))
+    };
     if category.is_empty() {
         return invalid("empty");
     }
     if category.len() > MAX_CATEGORY_LEN {
         return invalid("longer than 64 bytes");
     }
-    if !category.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !category
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return invalid("only ASCII letters, digits and `_` are allowed");
     }
     Ok(())
@@ -170,7 +180,18 @@ mod tests {
 
     #[test]
     fn rejects_forbidden_characters_with_a_typed_error() {
-        for bad in ["", "-1", "order-", "order 1", "ord er-1", "order-a b", "order-ä", "order-a/b", "order-*", "order-a>"] {
+        for bad in [
+            "",
+            "-1",
+            "order-",
+            "order 1",
+            "ord er-1",
+            "order-a b",
+            "order-ä",
+            "order-a/b",
+            "order-*",
+            "order-a>",
+        ] {
             let err = StreamId::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidInput { .. }), "{bad}: {err}");
         }

@@ -25,7 +25,9 @@ pub use error::{BoxError, Error, ErrorClass, Result};
 pub use event::{Command, Event, EventRecord, EventTypeInfo, Metadata, RecordedEvent};
 pub use executor::{CommandContext, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use id::StreamId;
-pub use runtime::{Consumer, ConsumerConfig, DeadLetters, EventHandler, Projection, ProjectionRunner, Runtime};
+pub use runtime::{
+    Consumer, ConsumerConfig, DeadLetters, EventHandler, Projection, ProjectionRunner, Runtime,
+};
 pub use saga::{Saga, SagaEngine, SagaStatus, SagaStep};
 pub use store::dispatch::Store;
 pub use store::{Direction, ExpectedRevision, Filter};

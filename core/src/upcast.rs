@@ -88,7 +88,10 @@ impl Upcasters {
     ) -> Self {
         Arc::make_mut(&mut self.steps).insert(
             (event_type.to_owned(), from_version),
-            Arc::new(Step { to_type: new_type.to_owned(), upcast: Arc::new(upcast) }),
+            Arc::new(Step {
+                to_type: new_type.to_owned(),
+                upcast: Arc::new(upcast),
+            }),
         );
         self
     }
@@ -123,7 +126,10 @@ impl Upcasters {
             value = (step.upcast)(value)?;
             ty.clone_from(&step.to_type);
         }
-        Err(Error::corrupted(format!("upcaster chain for `{event_type}`"), "longer than 1000 steps (cyclic?)"))
+        Err(Error::corrupted(
+            format!("upcaster chain for `{event_type}`"),
+            "longer than 1000 steps (cyclic?)",
+        ))
     }
 
     /// Upcasts a stored record: decode with `codec`, run the chain, re-encode.
@@ -136,7 +142,8 @@ impl Upcasters {
             return Ok(());
         }
         let value = codec.decode(&record.event_type, record.schema_version, &record.data)?;
-        let (ty, version, value) = self.upcast_value(&record.event_type, record.schema_version, value)?;
+        let (ty, version, value) =
+            self.upcast_value(&record.event_type, record.schema_version, value)?;
         record.data = codec.encode(&ty, version, &value)?;
         record.event_type = ty;
         record.schema_version = version;

@@ -79,16 +79,32 @@ impl BackendUrl {
     /// # Errors
     /// [`Error::InvalidInput`] for a malformed URL or an unknown scheme.
     pub fn parse(raw: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::invalid(format!("backend URL `{}`", redact(raw)), reason);
-        let known = Scheme::ALL.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ");
+        let invalid =
+            |reason: String| Error::invalid(format!("backend URL `{}`", redact(raw)), reason);
+        let known = Scheme::ALL
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .join(", ");
         let Some((scheme_text, rest)) = raw.split_once(':') else {
-            return Err(invalid(format!("expected `scheme://...` with a scheme among {known}")));
+            return Err(invalid(format!(
+                "expected `scheme://...` with a scheme among {known}"
+            )));
         };
-        let Some(&(_, scheme)) = Scheme::ALL.iter().find(|(s, _)| s.eq_ignore_ascii_case(scheme_text)) else {
-            return Err(invalid(format!("unknown scheme `{scheme_text}` (known: {known})")));
+        let Some(&(_, scheme)) = Scheme::ALL
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case(scheme_text))
+        else {
+            return Err(invalid(format!(
+                "unknown scheme `{scheme_text}` (known: {known})"
+            )));
         };
         if scheme == Scheme::Sqlite && rest == ":memory:" {
-            return Ok(Self { scheme, raw: raw.to_owned(), rest: ":memory:".to_owned() });
+            return Ok(Self {
+                scheme,
+                raw: raw.to_owned(),
+                rest: ":memory:".to_owned(),
+            });
         }
         let Some(rest) = rest.strip_prefix("//") else {
             return Err(invalid(format!("expected `{scheme_text}://`")));
@@ -97,7 +113,9 @@ impl BackendUrl {
             Scheme::Memory => {}
             Scheme::Sqlite => {
                 if rest.is_empty() {
-                    return Err(invalid("needs a file path, e.g. sqlite://orchestrix.db".into()));
+                    return Err(invalid(
+                        "needs a file path, e.g. sqlite://orchestrix.db".into(),
+                    ));
                 }
             }
             _ => {
@@ -107,7 +125,11 @@ impl BackendUrl {
                 }
             }
         }
-        Ok(Self { scheme, raw: raw.to_owned(), rest: rest.to_owned() })
+        Ok(Self {
+            scheme,
+            raw: raw.to_owned(),
+            rest: rest.to_owned(),
+        })
     }
 
     /// The scheme.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use orchestrix::store::memory::MemoryStore;
 use orchestrix::store::{Backend, ExpectedRevision};
 use orchestrix::{
-    Aggregate, Application, Command, CommandContext, CommandExecutor, Error, Event, EventRecord, ExecutorConfig,
-    Store, StreamId,
+    Aggregate, Application, Command, CommandContext, CommandExecutor, Error, Event, EventRecord,
+    ExecutorConfig, Store, StreamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,9 @@ enum AccountCommand {
 impl Command for AccountCommand {
     fn aggregate_id(&self) -> String {
         match self {
-            Self::Open { id, .. } | Self::Deposit { id, .. } | Self::Withdraw { id, .. } => id.clone(),
+            Self::Open { id, .. } | Self::Deposit { id, .. } | Self::Withdraw { id, .. } => {
+                id.clone()
+            }
         }
     }
 }
@@ -60,13 +62,22 @@ impl Aggregate for Account {
     fn handle(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
         match command {
             AccountCommand::Open { .. } if self.open => Err(AccountError::AlreadyOpen),
-            AccountCommand::Open { owner, .. } => Ok(vec![AccountEvent::Opened { owner: owner.clone() }]),
+            AccountCommand::Open { owner, .. } => Ok(vec![AccountEvent::Opened {
+                owner: owner.clone(),
+            }]),
             _ if !self.open => Err(AccountError::NotOpen),
-            AccountCommand::Deposit { amount, .. } => Ok(vec![AccountEvent::Deposited { amount: *amount }]),
-            AccountCommand::Withdraw { amount, .. } if *amount > self.balance => {
-                Err(AccountError::Insufficient { balance: self.balance, wanted: *amount })
+            AccountCommand::Deposit { amount, .. } => {
+                Ok(vec![AccountEvent::Deposited { amount: *amount }])
             }
-            AccountCommand::Withdraw { amount, .. } => Ok(vec![AccountEvent::Withdrawn { amount: *amount }]),
+            AccountCommand::Withdraw { amount, .. } if *amount > self.balance => {
+                Err(AccountError::Insufficient {
+                    balance: self.balance,
+                    wanted: *amount,
+                })
+            }
+            AccountCommand::Withdraw { amount, .. } => {
+                Ok(vec![AccountEvent::Withdrawn { amount: *amount }])
+            }
         }
     }
 
@@ -81,21 +92,38 @@ impl Aggregate for Account {
 }
 
 fn open(id: &str) -> AccountCommand {
-    AccountCommand::Open { id: id.into(), owner: "ann".into() }
+    AccountCommand::Open {
+        id: id.into(),
+        owner: "ann".into(),
+    }
 }
 
 fn deposit(id: &str, amount: u64) -> AccountCommand {
-    AccountCommand::Deposit { id: id.into(), amount }
+    AccountCommand::Deposit {
+        id: id.into(),
+        amount,
+    }
 }
 
 #[tokio::test]
 async fn rejected_commands_keep_the_domain_error() {
     let exec = CommandExecutor::<Account>::new(Store::memory(), ExecutorConfig::default());
     let err = exec.execute(deposit("a", 1)).await.unwrap_err();
-    let Error::Rejected { source, .. } = &err else { panic!("{err}") };
-    assert_eq!(source.downcast_ref::<AccountError>(), Some(&AccountError::NotOpen));
+    let Error::Rejected { source, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        source.downcast_ref::<AccountError>(),
+        Some(&AccountError::NotOpen)
+    );
     exec.execute(open("a")).await.unwrap();
-    let err = exec.execute(AccountCommand::Withdraw { id: "a".into(), amount: 5 }).await.unwrap_err();
+    let err = exec
+        .execute(AccountCommand::Withdraw {
+            id: "a".into(),
+            amount: 5,
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("insufficient funds"), "{err}");
     assert!(!err.is_transient());
 }
@@ -105,7 +133,10 @@ async fn concurrent_commands_on_one_aggregate_all_land_through_conflict_retries(
     let exec = CommandExecutor::<Account>::new(
         Store::memory(),
         ExecutorConfig {
-            retry: orchestrix::executor::ConflictRetry { max_attempts: 100, ..Default::default() },
+            retry: orchestrix::executor::ConflictRetry {
+                max_attempts: 100,
+                ..Default::default()
+            },
             ..Default::default()
         },
     );
@@ -129,7 +160,13 @@ async fn conflicts_surface_once_retries_run_out() {
     let store = Store::memory();
     let exec = CommandExecutor::<Account>::new(
         store.clone(),
-        ExecutorConfig { retry: orchestrix::executor::ConflictRetry { max_attempts: 1, ..Default::default() }, ..Default::default() },
+        ExecutorConfig {
+            retry: orchestrix::executor::ConflictRetry {
+                max_attempts: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     );
     exec.execute(open("c")).await.unwrap();
     // A raw append with a stale expectation is the typed conflict.
@@ -137,12 +174,18 @@ async fn conflicts_surface_once_retries_run_out() {
         .append(
             &StreamId::parse("account-c").unwrap(),
             ExpectedRevision::NoStream,
-            vec![EventRecord::json("com.test.account.Deposited", 1, &serde_json::json!({"amount": 1}))],
+            vec![EventRecord::json(
+                "com.test.account.Deposited",
+                1,
+                &serde_json::json!({"amount": 1}),
+            )],
         )
         .await
         .unwrap_err();
     match err {
-        Error::Conflict { expected, actual, .. } => {
+        Error::Conflict {
+            expected, actual, ..
+        } => {
             assert_eq!(expected, ExpectedRevision::NoStream);
             assert_eq!(actual, Some(0));
         }
@@ -154,12 +197,20 @@ async fn conflicts_surface_once_retries_run_out() {
 async fn a_command_id_is_handled_once() {
     let exec = CommandExecutor::<Account>::new(Store::memory(), ExecutorConfig::default());
     exec.execute(open("i")).await.unwrap();
-    let first = exec.execute_with(deposit("i", 10), CommandContext::with_id("cmd-1")).await.unwrap();
+    let first = exec
+        .execute_with(deposit("i", 10), CommandContext::with_id("cmd-1"))
+        .await
+        .unwrap();
     assert!(!first.duplicate);
-    let again = exec.execute_with(deposit("i", 10), CommandContext::with_id("cmd-1")).await.unwrap();
+    let again = exec
+        .execute_with(deposit("i", 10), CommandContext::with_id("cmd-1"))
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.appended, 0);
-    exec.execute_with(deposit("i", 5), CommandContext::with_id("cmd-2")).await.unwrap();
+    exec.execute_with(deposit("i", 5), CommandContext::with_id("cmd-2"))
+        .await
+        .unwrap();
     assert_eq!(exec.load("i").await.unwrap().state.balance, 15);
 }
 
@@ -167,16 +218,24 @@ async fn a_command_id_is_handled_once() {
 async fn idempotence_survives_snapshots() {
     let exec = CommandExecutor::<Account>::new(
         Store::memory(),
-        ExecutorConfig { snapshot_every: Some(2), ..ExecutorConfig::default() },
+        ExecutorConfig {
+            snapshot_every: Some(2),
+            ..ExecutorConfig::default()
+        },
     );
     exec.execute(open("s")).await.unwrap();
-    exec.execute_with(deposit("s", 7), CommandContext::with_id("once")).await.unwrap();
+    exec.execute_with(deposit("s", 7), CommandContext::with_id("once"))
+        .await
+        .unwrap();
     for _ in 0..5 {
         exec.execute(deposit("s", 1)).await.unwrap();
     }
     let loaded = exec.load("s").await.unwrap();
     assert!(loaded.from_snapshot);
-    let again = exec.execute_with(deposit("s", 7), CommandContext::with_id("once")).await.unwrap();
+    let again = exec
+        .execute_with(deposit("s", 7), CommandContext::with_id("once"))
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(exec.load("s").await.unwrap().state.balance, 12);
 }
@@ -185,7 +244,13 @@ async fn idempotence_survives_snapshots() {
 async fn snapshots_shorten_loads_and_stale_versions_are_ignored() {
     let mem = Arc::new(MemoryStore::new());
     let store = Store::new(Backend::from_all(mem.clone()));
-    let exec = CommandExecutor::<Account>::new(store.clone(), ExecutorConfig { snapshot_every: Some(10), ..Default::default() });
+    let exec = CommandExecutor::<Account>::new(
+        store.clone(),
+        ExecutorConfig {
+            snapshot_every: Some(10),
+            ..Default::default()
+        },
+    );
     exec.execute(open("snap")).await.unwrap();
     for _ in 0..24 {
         exec.execute(deposit("snap", 2)).await.unwrap();
@@ -196,7 +261,13 @@ async fn snapshots_shorten_loads_and_stale_versions_are_ignored() {
     assert_eq!(loaded.revision, Some(24));
     // The snapshot was taken at revision 19 (20 events), so only 5 events were applied.
     assert_eq!(loaded.state.applied, 25 - 20 + 20);
-    let snap = store.backend().snapshots.load_snapshot(&StreamId::parse("account-snap").unwrap()).await.unwrap().unwrap();
+    let snap = store
+        .backend()
+        .snapshots
+        .load_snapshot(&StreamId::parse("account-snap").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(snap.revision, 19);
 
     // A snapshot of another state version is ignored: the state is rebuilt from events.
@@ -204,7 +275,9 @@ async fn snapshots_shorten_loads_and_stale_versions_are_ignored() {
     stale.state_version = 99;
     stale.revision = 24;
     stale.data = bytes::Bytes::from_static(b"{\"not\":\"the state\"}");
-    orchestrix::store::SnapshotStore::save_snapshot(&*mem, stale).await.unwrap();
+    orchestrix::store::SnapshotStore::save_snapshot(&*mem, stale)
+        .await
+        .unwrap();
     let loaded = exec.load("snap").await.unwrap();
     assert!(!loaded.from_snapshot);
     assert_eq!(loaded.state.balance, 48);
@@ -214,13 +287,28 @@ async fn snapshots_shorten_loads_and_stale_versions_are_ignored() {
 #[tokio::test]
 async fn correlation_and_causation_travel_from_command_to_events() {
     let store = Store::memory();
-    let exec = CommandExecutor::<Account>::new(store.clone(), ExecutorConfig { source: "/bank".into(), ..Default::default() });
+    let exec = CommandExecutor::<Account>::new(
+        store.clone(),
+        ExecutorConfig {
+            source: "/bank".into(),
+            ..Default::default()
+        },
+    );
     let ctx = CommandContext::with_id("cmd-9").correlated("corr-1");
     exec.execute_with(open("m"), ctx).await.unwrap();
     exec.execute(deposit("m", 1)).await.unwrap();
-    let events = store.read_stream_forward(&StreamId::parse("account-m").unwrap(), 0, 10).await.unwrap();
-    assert_eq!(events[0].record.metadata.correlation_id.as_deref(), Some("corr-1"));
-    assert_eq!(events[0].record.metadata.causation_id.as_deref(), Some("cmd-9"));
+    let events = store
+        .read_stream_forward(&StreamId::parse("account-m").unwrap(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        events[0].record.metadata.correlation_id.as_deref(),
+        Some("corr-1")
+    );
+    assert_eq!(
+        events[0].record.metadata.causation_id.as_deref(),
+        Some("cmd-9")
+    );
     assert_eq!(events[0].record.source, "/bank");
     assert_eq!(events[0].event_type(), "com.test.account.Opened");
     // Without a context, the generated command id is both causation and correlation.
@@ -240,12 +328,19 @@ async fn unknown_event_types_in_a_stream_are_typed_errors() {
         .append(
             &StreamId::parse("account-u").unwrap(),
             ExpectedRevision::NoStream,
-            vec![EventRecord::json("com.other.Thing", 1, &serde_json::json!({}))],
+            vec![EventRecord::json(
+                "com.other.Thing",
+                1,
+                &serde_json::json!({}),
+            )],
         )
         .await
         .unwrap();
     let err = exec.load("u").await.unwrap_err();
-    assert!(matches!(err, Error::UnknownEventType { ref event_type, version: 1, .. } if event_type == "com.other.Thing"), "{err}");
+    assert!(
+        matches!(err, Error::UnknownEventType { ref event_type, version: 1, .. } if event_type == "com.other.Thing"),
+        "{err}"
+    );
     // A bad aggregate id is rejected before any I/O.
     let err = exec.execute(deposit("has space", 1)).await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
@@ -264,7 +359,11 @@ async fn upcasters_apply_when_loading_aggregates() {
         .append(
             &StreamId::parse("account-up").unwrap(),
             ExpectedRevision::Exact(0),
-            vec![EventRecord::json("com.test.account.Deposited", 0, &serde_json::json!({"cents": 500}))],
+            vec![EventRecord::json(
+                "com.test.account.Deposited",
+                0,
+                &serde_json::json!({"cents": 500}),
+            )],
         )
         .await
         .unwrap();
@@ -284,7 +383,10 @@ async fn the_application_dispatches_by_command_type_and_refuses_double_registrat
             "1".into()
         }
     }
-    assert!(matches!(app.execute(Unhandled).await, Err(Error::NoHandler { .. })));
+    assert!(matches!(
+        app.execute(Unhandled).await,
+        Err(Error::NoHandler { .. })
+    ));
 }
 
 #[tokio::test]
@@ -295,10 +397,22 @@ async fn a_cached_aggregate_still_sees_other_writers() {
     let there = CommandExecutor::<Account>::new(store.clone(), ExecutorConfig::default());
     here.execute(open("shared")).await.unwrap();
     here.execute(deposit("shared", 10)).await.unwrap();
-    there.execute(AccountCommand::Withdraw { id: "shared".into(), amount: 10 }).await.unwrap();
+    there
+        .execute(AccountCommand::Withdraw {
+            id: "shared".into(),
+            amount: 10,
+        })
+        .await
+        .unwrap();
     // `here` has the account cached at balance 10; a withdrawal of 5 must be
     // refused because `there` emptied it, and no conflict may slip through.
-    let err = here.execute(AccountCommand::Withdraw { id: "shared".into(), amount: 5 }).await.unwrap_err();
+    let err = here
+        .execute(AccountCommand::Withdraw {
+            id: "shared".into(),
+            amount: 5,
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("balance 0"), "{err}");
     here.execute(deposit("shared", 3)).await.unwrap();
     there.execute(deposit("shared", 4)).await.unwrap();

@@ -48,7 +48,10 @@ pub async fn open_store(url: &str) -> Result<Store> {
     Ok(match BackendUrl::parse(url)?.scheme() {
         Scheme::Memory => store,
         // PostgreSQL commits overlap, so two batches may be in flight.
-        Scheme::Postgres => store.with_coalescing(CoalesceConfig { max_batch: 256, max_in_flight: 2 }),
+        Scheme::Postgres => store.with_coalescing(CoalesceConfig {
+            max_batch: 256,
+            max_in_flight: 2,
+        }),
         _ => store.with_coalescing(CoalesceConfig::default()),
     })
 }

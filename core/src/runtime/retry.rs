@@ -58,13 +58,20 @@ impl RetryPolicy {
     /// Fixed delay.
     #[must_use]
     pub fn fixed(max_attempts: u32, delay: Duration) -> Self {
-        Self::Fixed { max_attempts, delay }
+        Self::Fixed {
+            max_attempts,
+            delay,
+        }
     }
 
     /// Exponential backoff with jitter.
     #[must_use]
     pub fn exponential(max_attempts: u32, initial: Duration, max: Duration) -> Self {
-        Self::Exponential { max_attempts, initial, max }
+        Self::Exponential {
+            max_attempts,
+            initial,
+            max,
+        }
     }
 
     /// Attempts in all.
@@ -72,7 +79,9 @@ impl RetryPolicy {
     pub fn max_attempts(&self) -> u32 {
         match *self {
             Self::None => 1,
-            Self::Fixed { max_attempts, .. } | Self::Exponential { max_attempts, .. } => max_attempts.max(1),
+            Self::Fixed { max_attempts, .. } | Self::Exponential { max_attempts, .. } => {
+                max_attempts.max(1)
+            }
         }
     }
 

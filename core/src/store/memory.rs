@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    AppendRequest, AppendResult, CheckpointStore, DeadLetter, DeadLetterStore, Direction, EventStore, Filter,
-    Snapshot, SnapshotStore, Timer, TimerStore,
+    AppendRequest, AppendResult, CheckpointStore, DeadLetter, DeadLetterStore, Direction,
+    EventStore, Filter, Snapshot, SnapshotStore, Timer, TimerStore,
 };
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -58,13 +58,18 @@ impl MemoryStore {
     /// An empty store.
     #[must_use]
     pub fn new() -> Self {
-        Self { state: Mutex::new(State::default()), head: watch::channel(0).0 }
+        Self {
+            state: Mutex::new(State::default()),
+            head: watch::channel(0).0,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-written
         // (every mutation below is committed after all checks), so recover.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -78,7 +83,10 @@ impl State {
         let current = self.current(&request.stream_id);
         request.expected.check(&request.stream_id, current)?;
         if let Some(dup) = request.events.iter().find(|e| self.ids.contains(&e.id)) {
-            return Err(Error::invalid(format!("event {}", dup.id), "an event with this id is already stored"));
+            return Err(Error::invalid(
+                format!("event {}", dup.id),
+                "an event with this id is already stored",
+            ));
         }
         let first_revision = current.map_or(0, |c| c + 1);
         let first_position = self.all.len() as u64 + 1;
@@ -110,7 +118,10 @@ impl EventStore for MemoryStore {
         "memory"
     }
 
-    async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<AppendResult>>> {
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult>>> {
         let (results, head) = {
             let mut state = self.lock();
             let results: Vec<_> = requests.into_iter().map(|r| state.append_one(r)).collect();
@@ -135,22 +146,38 @@ impl EventStore for MemoryStore {
         let out = match direction {
             Direction::Forward => {
                 let start = usize::try_from(from.min(len)).unwrap_or(usize::MAX);
-                indexes[start..].iter().take(limit).map(|&i| state.all[i].clone()).collect()
+                indexes[start..]
+                    .iter()
+                    .take(limit)
+                    .map(|&i| state.all[i].clone())
+                    .collect()
             }
             Direction::Backward => {
                 if len == 0 {
                     return Ok(Vec::new());
                 }
                 let end = usize::try_from(from.min(len - 1)).unwrap_or(usize::MAX);
-                indexes[..=end].iter().rev().take(limit).map(|&i| state.all[i].clone()).collect()
+                indexes[..=end]
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(|&i| state.all[i].clone())
+                    .collect()
             }
         };
         Ok(out)
     }
 
-    async fn read_all(&self, after: u64, limit: usize, filter: &Filter) -> Result<Vec<RecordedEvent>> {
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
         let state = self.lock();
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.all.len());
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(state.all.len());
         Ok(state.all[start..]
             .iter()
             .filter(|e| filter.matches(e.stream_id.category(), &e.record.event_type))
@@ -176,7 +203,10 @@ impl EventStore for MemoryStore {
 impl SnapshotStore for MemoryStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         let mut state = self.lock();
-        let keep_old = state.snapshots.get(&snapshot.stream_id).is_some_and(|old| old.revision > snapshot.revision);
+        let keep_old = state
+            .snapshots
+            .get(&snapshot.stream_id)
+            .is_some_and(|old| old.revision > snapshot.revision);
         if !keep_old {
             state.snapshots.insert(snapshot.stream_id.clone(), snapshot);
         }
@@ -208,11 +238,17 @@ impl CheckpointStore for MemoryStore {
 #[async_trait]
 impl DeadLetterStore for MemoryStore {
     async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()> {
-        self.lock().dead_letters.insert((letter.failed_at, letter.id), letter);
+        self.lock()
+            .dead_letters
+            .insert((letter.failed_at, letter.id), letter);
         Ok(())
     }
 
-    async fn list_dead_letters(&self, consumer: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+    async fn list_dead_letters(
+        &self,
+        consumer: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
         Ok(self
             .lock()
             .dead_letters
@@ -224,12 +260,21 @@ impl DeadLetterStore for MemoryStore {
     }
 
     async fn get_dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
-        Ok(self.lock().dead_letters.values().find(|d| d.id == id).cloned())
+        Ok(self
+            .lock()
+            .dead_letters
+            .values()
+            .find(|d| d.id == id)
+            .cloned())
     }
 
     async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
         let mut state = self.lock();
-        let key = state.dead_letters.iter().find(|(_, d)| d.id == id).map(|(k, _)| *k);
+        let key = state
+            .dead_letters
+            .iter()
+            .find(|(_, d)| d.id == id)
+            .map(|(k, _)| *k);
         Ok(key.is_some_and(|k| state.dead_letters.remove(&k).is_some()))
     }
 }
@@ -241,9 +286,19 @@ impl TimerStore for MemoryStore {
         Ok(())
     }
 
-    async fn due_timers(&self, owner: &str, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>> {
+    async fn due_timers(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Timer>> {
         let state = self.lock();
-        let mut due: Vec<_> = state.timers.values().filter(|t| t.owner == owner && t.due_at <= now).cloned().collect();
+        let mut due: Vec<_> = state
+            .timers
+            .values()
+            .filter(|t| t.owner == owner && t.due_at <= now)
+            .cloned()
+            .collect();
         due.sort_by(|a, b| a.due_at.cmp(&b.due_at).then_with(|| a.id.cmp(&b.id)));
         due.truncate(limit);
         Ok(due)

@@ -70,7 +70,11 @@ impl ExpectedRevision {
         if ok {
             Ok(())
         } else {
-            Err(Error::Conflict { stream: stream.to_string(), expected: self, actual: current })
+            Err(Error::Conflict {
+                stream: stream.to_string(),
+                expected: self,
+                actual: current,
+            })
         }
     }
 }
@@ -110,7 +114,11 @@ impl AppendRequest {
     /// Builds a request.
     #[must_use]
     pub fn new(stream_id: StreamId, expected: ExpectedRevision, events: Vec<EventRecord>) -> Self {
-        Self { stream_id, expected, events }
+        Self {
+            stream_id,
+            expected,
+            events,
+        }
     }
 
     /// Rejects an empty append, duplicate event ids within the request, and
@@ -120,15 +128,24 @@ impl AppendRequest {
     /// [`Error::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
         if self.events.is_empty() {
-            return Err(Error::invalid(format!("append to `{}`", self.stream_id), "no events"));
+            return Err(Error::invalid(
+                format!("append to `{}`", self.stream_id),
+                "no events",
+            ));
         }
         let mut ids = std::collections::HashSet::with_capacity(self.events.len());
         for e in &self.events {
             if !ids.insert(e.id) {
-                return Err(Error::invalid(format!("append to `{}`", self.stream_id), format!("event id {} twice", e.id)));
+                return Err(Error::invalid(
+                    format!("append to `{}`", self.stream_id),
+                    format!("event id {} twice", e.id),
+                ));
             }
             if e.event_type.is_empty() {
-                return Err(Error::invalid(format!("event {}", e.id), "empty event type"));
+                return Err(Error::invalid(
+                    format!("event {}", e.id),
+                    "empty event type",
+                ));
             }
             for name in e.metadata.extensions.keys() {
                 crate::cloudevent::validate_extension_name(name)?;
@@ -222,14 +239,20 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// succeeds or fails alone (a conflict fails only its own request); later
     /// requests for the same stream see the effect of earlier ones. The outer
     /// error means the whole batch failed and nothing was written.
-    async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<AppendResult>>>;
+    async fn append_batch(&self, requests: Vec<AppendRequest>)
+    -> Result<Vec<Result<AppendResult>>>;
 
     /// Appends one request.
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
         self.append_batch(vec![request])
             .await?
             .pop()
-            .unwrap_or_else(|| Err(Error::corrupted("append result", "the backend returned no result")))
+            .unwrap_or_else(|| {
+                Err(Error::corrupted(
+                    "append result",
+                    "the backend returned no result",
+                ))
+            })
     }
 
     /// Reads up to `limit` events of one stream from revision `from` in
@@ -244,7 +267,12 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// Reads up to `limit` events of the all-stream with position greater than
     /// `after`, ascending, that pass `filter`.
-    async fn read_all(&self, after: u64, limit: usize, filter: &Filter) -> Result<Vec<RecordedEvent>>;
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>>;
 
     /// The stream's last revision, `None` if it does not exist.
     async fn stream_revision(&self, stream: &StreamId) -> Result<Option<u64>>;
@@ -338,7 +366,9 @@ mod bytes_base64 {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         let s = String::deserialize(d)?;
-        crate::cloudevent::base64_decode(&s).map(Bytes::from).map_err(serde::de::Error::custom)
+        crate::cloudevent::base64_decode(&s)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -348,7 +378,11 @@ pub trait DeadLetterStore: Send + Sync + fmt::Debug + 'static {
     /// Stores a dead letter.
     async fn put_dead_letter(&self, letter: DeadLetter) -> Result<()>;
     /// Lists dead letters, oldest first, of one consumer or of all.
-    async fn list_dead_letters(&self, consumer: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>>;
+    async fn list_dead_letters(
+        &self,
+        consumer: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>>;
     /// One dead letter.
     async fn get_dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>>;
     /// Removes a dead letter (after a successful replay); `false` if it was absent.
@@ -376,7 +410,8 @@ pub trait TimerStore: Send + Sync + fmt::Debug + 'static {
     /// Schedules a timer (idempotent on its id).
     async fn schedule_timer(&self, timer: Timer) -> Result<()>;
     /// Timers of `owner` due at or before `now`, earliest first.
-    async fn due_timers(&self, owner: &str, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>>;
+    async fn due_timers(&self, owner: &str, now: DateTime<Utc>, limit: usize)
+    -> Result<Vec<Timer>>;
     /// Removes a timer (fired or cancelled); `false` if it was absent.
     async fn cancel_timer(&self, id: &str) -> Result<bool>;
 }
