@@ -5,53 +5,27 @@
 //!
 //! - The walk-through with its saga and projection consuming from Kafka ends
 //!   exactly as the in-process run does.
+//! - Two processes: the worker binary consumes from Kafka while this process
+//!   executes the commands on a shared SQLite file and relays; the worker's
+//!   `/balances` converge, the sagas settle, its `/readyz` shows its groups,
+//!   and it stops cleanly on SIGTERM.
 
 // Amounts in cents are written `euros_cents` (`100_00` is 100.00).
 #![allow(clippy::inconsistent_digit_grouping)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{WorkerScenario, kafka_bus_url, worker_consumes_what_this_process_relays};
 use orchestrix::Store;
 use orchestrix::saga::SagaStatus;
 use orchestrix_demo_banking::BankOptions;
 use orchestrix_demo_banking::walkthrough;
 
-/// A `kafka://` bus URL on a fresh topic prefix, with quick group joins, or
-/// `None` (skip) when the broker cannot be reached outside CI.
-async fn bus_url(test: &str) -> Option<String> {
-    let brokers =
-        std::env::var("ORCHESTRIX_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let mut reachable = false;
-    for broker in brokers.split(',') {
-        if let Ok(Ok(_)) = tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio::net::TcpStream::connect(broker.trim()),
-        )
-        .await
-        {
-            reachable = true;
-            break;
-        }
-    }
-    if !reachable {
-        let reason = format!(
-            "no Kafka broker reachable at {brokers} (ORCHESTRIX_KAFKA_BROKERS; `bash tests/scripts/services.sh` starts Tansu)"
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-        eprintln!("skipping {test}: {reason}");
-        return None;
-    }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let id = &id[..12];
-    // Tansu with librdkafka's default 45 s session takes > 20 s to join.
-    Some(format!(
-        "kafka://{brokers}?prefix=orx-bank-{id}&partitions=4&session.timeout.ms=6000&heartbeat.interval.ms=1000"
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_walkthrough_over_kafka_ends_as_in_process() {
-    let Some(bus) = bus_url("the_walkthrough_over_kafka_ends_as_in_process").await else {
+    let Some(bus) = kafka_bus_url("the_walkthrough_over_kafka_ends_as_in_process").await else {
         return;
     };
     let limit = Duration::from_secs(120);
@@ -94,4 +68,18 @@ async fn the_walkthrough_over_kafka_ends_as_in_process() {
         ],
         "{printed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_process_consumes_from_kafka_what_this_process_relays() {
+    let Some(bus) = kafka_bus_url("a_worker_process_consumes_from_kafka").await else {
+        return;
+    };
+    // Kafka group joins are slower than NATS: 55 s here, 30 s for SIGTERM.
+    let scenario = WorkerScenario {
+        ready_contains: &["kafka group", "bank-balances", "saga-transfer"],
+        settle: Duration::from_secs(55),
+        stop: Duration::from_secs(30),
+    };
+    worker_consumes_what_this_process_relays(&bus, scenario).await;
 }

@@ -13,56 +13,19 @@
 // Amounts in cents are written `euros_cents` (`100_00` is 100.00).
 #![allow(clippy::inconsistent_digit_grouping)]
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
-use orchestrix::runtime::ConsumerConfig;
-use orchestrix::saga::{SagaConfig, SagaStatus};
-use orchestrix::{Application, Store};
-use orchestrix_backends::BusOptions;
+use common::{WorkerScenario, nats_bus_url, worker_consumes_what_this_process_relays};
+use orchestrix::Store;
+use orchestrix::saga::SagaStatus;
+use orchestrix_demo_banking::BankOptions;
 use orchestrix_demo_banking::walkthrough;
-use orchestrix_demo_banking::{
-    AccountCommand, BankModule, BankOptions, TransferCommand, TransferSaga,
-};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// A `nats://` bus URL on a fresh stream, or `None` (skip) when the server
-/// cannot be reached outside CI.
-async fn bus_url(test: &str) -> Option<String> {
-    let base =
-        std::env::var("ORCHESTRIX_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let host = base
-        .trim_start_matches("nats://")
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_owned();
-    let reachable = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio::net::TcpStream::connect(host.as_str())
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    if !reachable {
-        let reason = format!("NATS is not reachable at {base} (ORCHESTRIX_NATS_URL)");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-        eprintln!("skipping {test}: {reason}");
-        return None;
-    }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let id = &id[..12];
-    Some(format!(
-        "{}?stream=ORX_BANK_{id}&prefix=orx.bank.{id}&partitions=4",
-        base.trim_end_matches('/')
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_walkthrough_over_nats_ends_as_in_process() {
-    let Some(bus) = bus_url("the_walkthrough_over_nats_ends_as_in_process").await else {
+    let Some(bus) = nats_bus_url("the_walkthrough_over_nats_ends_as_in_process").await else {
         return;
     };
     let limit = Duration::from_secs(90);
@@ -107,147 +70,15 @@ async fn the_walkthrough_over_nats_ends_as_in_process() {
     );
 }
 
-/// `GET path` on `port`: status code and body.
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_process_consumes_from_nats_what_this_process_relays() {
-    let Some(bus) = bus_url("a_worker_process_consumes_from_nats").await else {
+    let Some(bus) = nats_bus_url("a_worker_process_consumes_from_nats").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store_url = format!("sqlite://{}", dir.path().join("bank.db").display());
-    // Create the file before the worker opens it.
-    let store = orchestrix_backends::open_store(&store_url).await.unwrap();
-
-    let port = free_port();
-    let mut worker =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrix-demo-banking-worker"))
-            .args(["--store", &store_url, "--bus", &bus])
-            .env_remove("ORCHESTRIX_CONFIG")
-            .env("ORCHESTRIX_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ORCHESTRIX_LOG_FORMAT", "text")
-            .env("ORCHESTRIX_LOG_FILTER", "warn")
-            .env("OTEL_SDK_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-
-    // This process: commands and the relay only.
-    let module = BankModule::new(
-        TransferSaga::default(),
-        SagaConfig::default(),
-        ConsumerConfig::default(),
-    );
-    let engine = module.engine_slot();
-    let app = Application::builder(store).module(module).unwrap().build();
-    let engine = engine.get().cloned().unwrap();
-    let relay = orchestrix_backends::start_on_bus(&app, &bus, BusOptions::producer())
-        .await
-        .unwrap();
-
-    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let id = |name: &str| format!("{name}-{run}");
-    for (name, owner) in [("alice", "Alice"), ("bob", "Bob")] {
-        app.execute(AccountCommand::Open {
-            account: id(name),
-            owner: owner.into(),
-        })
-        .await
-        .unwrap();
-    }
-    for (name, amount) in [("alice", 100_00), ("bob", 50_00)] {
-        app.execute(AccountCommand::Deposit {
-            account: id(name),
-            amount,
-        })
-        .await
-        .unwrap();
-    }
-    // One transfer completes, one is larger than the balance and is refused
-    // at the debit: the saga (in the worker) settles both.
-    for (transfer, from, to, amount) in [
-        ("t1", "alice", "bob", 30_00),
-        ("t2", "bob", "alice", 500_00),
-    ] {
-        app.execute(TransferCommand::Request {
-            transfer: id(transfer),
-            from: id(from),
-            to: id(to),
-            amount,
-        })
-        .await
-        .unwrap();
-    }
-
-    let expected = [(id("alice"), "70.00"), (id("bob"), "80.00")];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    loop {
-        if let Some(status) = worker.try_wait().unwrap() {
-            panic!("the worker exited early: {status}");
-        }
-        let settled = async {
-            let (t1, t2) = (
-                engine.status(&id("t1")).await.unwrap(),
-                engine.status(&id("t2")).await.unwrap(),
-            );
-            t1 == Some(SagaStatus::Completed) && t2 == Some(SagaStatus::Compensated)
-        };
-        if let Some((200, body)) = get(port, "/balances").await {
-            let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let converged = expected
-                .iter()
-                .all(|(account, balance)| rows[account]["balance"] == *balance);
-            if converged && settled.await {
-                break;
-            }
-            last = body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker's balances did not converge; last /balances: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    let (status, ready) = get(port, "/readyz").await.unwrap();
-    assert_eq!(status, 200, "{ready}");
-    assert!(ready.contains("nats group"), "{ready}");
-    assert!(ready.contains("bank-balances"), "{ready}");
-
-    // SIGTERM: the worker leaves its groups and exits 0.
-    let pid = worker.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let exit = tokio::time::timeout(Duration::from_secs(40), worker.wait())
-        .await
-        .expect("the worker did not stop within 40 s of SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "the worker exited with {exit}");
-    relay.shutdown().await.unwrap();
+    let scenario = WorkerScenario {
+        ready_contains: &["nats group", "bank-balances"],
+        settle: Duration::from_secs(60),
+        stop: Duration::from_secs(40),
+    };
+    worker_consumes_what_this_process_relays(&bus, scenario).await;
 }
