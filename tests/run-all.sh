@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# The whole test suite: starts the services the tests need, then runs format,
-# lint, unit, integration and doc tests. This is the command README.md gives and
-# .ci/run calls.
+# The whole test suite: installs and starts the services the tests need
+# (PostgreSQL, NATS JetStream, Apache Kafka, a CQL server), then runs format,
+# lint, unit, integration and doc tests. This is the command README.md gives
+# and .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
+step() { echo "[run-all] $(($(date +%s) - started))s: $*" >&2; }
 
+step "services"
 # shellcheck source=tests/scripts/services.sh
 source tests/scripts/services.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
-  echo "[run-all] installing cargo-nextest" >&2
+  step "installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
 
 profile=default
 if [ "${CI:-}" = "true" ]; then profile=ci; fi
 
-echo "[run-all] cargo fmt --check" >&2
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "[run-all] cargo clippy" >&2
+step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "[run-all] cargo nextest" >&2
+step "cargo nextest"
 cargo nextest run --workspace --locked --profile "$profile"
-echo "[run-all] docker/ files (no Docker engine here: YAML, compose and manifest checks)" >&2
+step "testkit containers path (no Docker engine here: its configuration only)"
+cargo clippy -p orchestrix-testkit --features containers --all-targets --locked -- -D warnings
+cargo nextest run -p orchestrix-testkit --features containers --locked --profile "$profile" -E 'test(/^containers::/)'
+step "docker/ files (no Docker engine here: YAML, compose and manifest checks)"
 bash docker/validate.sh
-echo "[run-all] doc tests" >&2
+step "doc tests"
 cargo test --workspace --doc --locked
+step "done"

@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "containers")]
+pub mod containers;
 pub mod fixture;
 pub mod random;
+pub mod services;
 pub mod store;
 
 pub use fixture::AggregateFixture;
+pub use services::{Service, require};
 
 /// The Tokio the generated tests run on; not a public API.
 #[doc(hidden)]
