@@ -1,85 +1,98 @@
-//! Appends: many requests, one transaction, two round trips (`BEGIN` is
-//! pipelined with the first statement, `COMMIT` with the second).
+//! Appends: many requests, one statement, one round trip.
 //!
-//! 1. `append_prepare` takes a transaction-scoped advisory lock per stream
-//!    (in one global order, so concurrent batches never deadlock), then reads
-//!    the streams' revisions and which event ids already exist.
-//! 2. In Rust, every request is validated ([`AppendRequest::validate`]) and
-//!    checked ([`orchestrix::ExpectedRevision::check`]) in order against the
-//!    revisions as the earlier requests of the batch leave them, exactly as
-//!    the memory store does; a failing request fails alone.
-//! 3. One `INSERT ... SELECT FROM unnest(...)` writes the events of every
-//!    accepted request, with positions from `claim_positions` (see
-//!    [`crate::schema`]) and a `pg_notify` delivered at commit.
+//! 1. In Rust, every request is validated ([`AppendRequest::validate`]); an
+//!    invalid one fails alone and is not sent.
+//! 2. One call of `append_events` (see [`crate::schema`], version 2), in
+//!    autocommit for the store's own appends (so the statement is the
+//!    transaction: no `BEGIN`, no `COMMIT` message), does the rest on the
+//!    server: it takes a transaction-scoped advisory lock per stream (in one
+//!    global order, so concurrent batches never deadlock), reads the
+//!    streams' revisions, checks every request's expected revision in order
+//!    against the revisions as the earlier requests of the batch leave them
+//!    (exactly as the memory store does; a failing request fails alone),
+//!    claims positions with `claim_positions` and inserts the events of the
+//!    accepted requests.
+//! 3. Rust turns the per-request answers into results: a rejected request
+//!    gets [`Error::Conflict`] from [`orchestrix::ExpectedRevision::check`]
+//!    with the revision the server saw.
 //!
 //! Another writer of the same stream waits for the lock and then sees this
 //! batch's revisions, so it gets [`Error::Conflict`]. A unique violation
-//! that still happens (a writer that bypassed the locks, or an event id
-//! inserted concurrently) aborts the batch's transaction; the batch is then
-//! replayed one request per transaction (each in its own transaction, the
-//! equivalent of a savepoint per request, which position claims cannot use)
-//! so that only the offending request fails, with a typed error.
+//! that still happens (a writer that bypassed the locks, or an event id that
+//! is already stored) aborts the statement, so nothing of the batch is
+//! written; the batch is then replayed one request per transaction so that
+//! only the offending request fails, with a typed error. (An event id is
+//! not looked up before the insert: its unique index is the check, and the
+//! replay is the rare path.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use orchestrix::store::{AppendRequest, AppendResult};
+use orchestrix::store::{AppendRequest, AppendResult, ExpectedRevision};
 use orchestrix::{Error, Result, StreamId};
+use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::error::{EVENT_ID_KEY, STREAM_REVISION_KEY, db_code, from_pg};
-use crate::rows::{EventColumns, to_u64};
+use crate::rows::{EventColumns, to_i64, to_u64};
 use crate::schema::SchemaName;
 use crate::store::{PostgresStore, Sql};
 
-/// The result of one batch inside a transaction.
+/// The result of one batch.
 pub(crate) struct Outcome {
     pub(crate) results: Vec<Result<AppendResult>>,
 }
 
-/// Why a batch transaction cannot commit.
+/// Why a batch cannot commit.
 pub(crate) enum Failure {
-    /// A unique violation: the transaction is aborted; replay per request.
+    /// A unique violation: nothing was written; replay per request.
     Unique(tokio_postgres::Error),
     /// Anything else, already mapped.
     Other(Error),
 }
 
-/// The two statements of an append, prepared on the transaction's connection.
+/// The statement of an append, prepared on the connection that runs it.
 pub(crate) struct Statements {
-    pub(crate) prepare: tokio_postgres::Statement,
-    pub(crate) insert: tokio_postgres::Statement,
+    pub(crate) append: tokio_postgres::Statement,
 }
 
 impl Statements {
-    /// Prepares both statements (pipelined) without a cache.
-    pub(crate) async fn prepare(tx: &Transaction<'_>, sql: &Sql) -> Result<Self> {
-        let (prepare, insert) =
-            futures::try_join!(tx.prepare(&sql.prepare), tx.prepare(&sql.insert))
-                .map_err(|e| from_pg("append", e))?;
-        Ok(Self { prepare, insert })
+    /// Prepares the statement without a cache.
+    pub(crate) async fn prepare<C: GenericClient + Sync>(client: &C, sql: &Sql) -> Result<Self> {
+        let append = client
+            .prepare(&sql.append)
+            .await
+            .map_err(|e| from_pg("append", e))?;
+        Ok(Self { append })
     }
 
-    /// Prepares both statements through the pool's per-connection cache.
+    /// Prepares the statement through the pool's per-connection cache.
     pub(crate) async fn cached(
         client: &deadpool_postgres::ClientWrapper,
         sql: &Sql,
     ) -> Result<Self> {
-        let (prepare, insert) = futures::try_join!(
-            client.prepare_cached(&sql.prepare),
-            client.prepare_cached(&sql.insert)
-        )
-        .map_err(|e| from_pg("append", e))?;
-        Ok(Self { prepare, insert })
+        let append = client
+            .prepare_cached(&sql.append)
+            .await
+            .map_err(|e| from_pg("append", e))?;
+        Ok(Self { append })
     }
 }
 
-/// Runs one batch. With `own_tx`, `client` is idle: the batch begins its
-/// transaction (pipelined with the first statement) and commits it
-/// (pipelined with the insert), or rolls it back when every request failed
-/// its checks. Without, `client` is a
-/// transaction that has not written anything yet, left open.
+/// The wire code of an expectation (see `append_events`).
+fn expected_code(expected: ExpectedRevision) -> Result<i64> {
+    Ok(match expected {
+        ExpectedRevision::Any => -1,
+        ExpectedRevision::NoStream => -2,
+        ExpectedRevision::StreamExists => -3,
+        ExpectedRevision::Exact(n) => to_i64("expected revision", n)?,
+    })
+}
+
+/// Runs one batch in one statement. With `own_tx`, `client` is idle and the
+/// statement runs in autocommit (it is the transaction). Without, `client`
+/// is a transaction that has not written anything yet, left open.
 pub(crate) async fn run<C: GenericClient + Sync>(
     client: &C,
     statements: &Statements,
@@ -89,109 +102,63 @@ pub(crate) async fn run<C: GenericClient + Sync>(
     notify: bool,
 ) -> Result<Outcome, Failure> {
     let mut results: Vec<Option<Result<AppendResult>>> = requests.iter().map(|_| None).collect();
+    // Distinct streams (1-based indexes, as PostgreSQL arrays), requests and
+    // events of the valid requests.
+    let mut stream_index: HashMap<&str, i32> = HashMap::new();
     let mut streams: Vec<&str> = Vec::new();
-    let mut ids: Vec<Uuid> = Vec::new();
-    for (i, request) in requests.iter().enumerate() {
-        if let Err(e) = request.validate() {
-            results[i] = Some(Err(e));
-            continue;
-        }
-        streams.push(request.stream_id.as_str());
-        ids.extend(request.events.iter().map(|e| e.id));
-    }
-    streams.sort_unstable();
-    streams.dedup();
-    if streams.is_empty() {
-        return Ok(Outcome {
-            results: results
-                .into_iter()
-                .map(Option::unwrap_or_default_err)
-                .collect(),
-        });
-    }
-
-    let row = if own_tx {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&streams, &ids];
-        let (begin, row) = futures::join!(
-            client.batch_execute("BEGIN"),
-            client.query_one(&statements.prepare, &params)
-        );
-        begin.map_err(|e| Failure::Other(from_pg("append", e)))?;
-        row
-    } else {
-        client
-            .query_one(&statements.prepare, &[&streams, &ids])
-            .await
-    }
-    .map_err(|e| Failure::Other(from_pg("append", e)))?;
-    let revisions: Vec<Option<i64>> = row
-        .try_get(0)
-        .map_err(|e| Failure::Other(from_pg("append", e)))?;
-    let existing: Vec<Uuid> = row
-        .try_get(1)
-        .map_err(|e| Failure::Other(from_pg("append", e)))?;
-    if revisions.len() != streams.len() {
-        return Err(Failure::Other(Error::corrupted(
-            "append",
-            "append_prepare returned a revision per stream",
-        )));
-    }
-    let mut current: HashMap<&str, Option<u64>> = HashMap::with_capacity(streams.len());
-    for (stream, revision) in streams.iter().zip(revisions) {
-        let revision = revision
-            .map(|r| to_u64(&format!("revision of `{stream}`"), r))
-            .transpose()
-            .map_err(Failure::Other)?;
-        current.insert(stream, revision);
-    }
-    let mut taken: HashSet<Uuid> = existing.into_iter().collect();
-
-    // Decide every request in order, as the memory store does.
+    let mut categories: Vec<&str> = Vec::new();
+    let mut sent: Vec<usize> = Vec::new();
+    let mut req_stream: Vec<i32> = Vec::new();
+    let mut req_expected: Vec<i64> = Vec::new();
+    let mut req_count: Vec<i32> = Vec::new();
     let total: usize = requests.iter().map(|r| r.events.len()).sum();
     let mut columns = EventColumns::with_capacity(total);
-    let mut accepted: Vec<(usize, u64, u64, u64)> = Vec::new(); // (request, first revision, last revision, offset)
+    let mut ev_req: Vec<i32> = Vec::with_capacity(total);
+    let mut ev_k: Vec<i32> = Vec::with_capacity(total);
     for (i, request) in requests.iter().enumerate() {
-        if results[i].is_some() {
+        let checked = request.validate().and_then(|()| {
+            let expected = expected_code(request.expected)?;
+            let count = i32::try_from(request.events.len())
+                .map_err(|_| Error::invalid("append", "too many events in one request"))?;
+            let index = i32::try_from(sent.len() + 1)
+                .map_err(|_| Error::invalid("append", "too many requests in one batch"))?;
+            Ok((expected, count, index))
+        });
+        let (expected, count, index) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                results[i] = Some(Err(e));
+                continue;
+            }
+        };
+        let offset = columns.len();
+        let mut pushed = Ok(());
+        for (k, event) in request.events.iter().enumerate() {
+            // The revision column is filled in on the server.
+            pushed = pushed.and_then(|()| columns.push_event(event));
+            ev_req.push(index);
+            ev_k.push(i32::try_from(k).unwrap_or(i32::MAX));
+        }
+        if let Err(e) = pushed {
+            columns.truncate(offset);
+            ev_req.truncate(offset);
+            ev_k.truncate(offset);
+            results[i] = Some(Err(e));
             continue;
         }
         let stream = request.stream_id.as_str();
-        let cur = current.get(stream).copied().flatten();
-        if let Err(e) = request.expected.check(&request.stream_id, cur) {
-            results[i] = Some(Err(e));
-            continue;
-        }
-        if let Some(dup) = request.events.iter().find(|e| taken.contains(&e.id)) {
-            results[i] = Some(Err(Error::invalid(
-                format!("event {}", dup.id),
-                "an event with this id is already stored",
-            )));
-            continue;
-        }
-        let first = cur.map_or(0, |c| c + 1);
-        let offset = columns.len() as u64;
-        let mut pushed = Ok(());
-        for (k, event) in request.events.iter().enumerate() {
-            pushed =
-                pushed.and_then(|()| columns.push(&request.stream_id, first + k as u64, event));
-        }
-        if let Err(e) = pushed {
-            // Roll this request's columns back out.
-            truncate(&mut columns, usize::try_from(offset).unwrap_or(usize::MAX));
-            results[i] = Some(Err(e));
-            continue;
-        }
-        let last = first + request.events.len() as u64 - 1;
-        taken.extend(request.events.iter().map(|e| e.id));
-        current.insert(stream, Some(last));
-        accepted.push((i, first, last, offset));
+        let next = i32::try_from(streams.len() + 1).unwrap_or(i32::MAX);
+        let s = *stream_index.entry(stream).or_insert_with(|| {
+            streams.push(stream);
+            categories.push(request.stream_id.category());
+            next
+        });
+        sent.push(i);
+        req_stream.push(s);
+        req_expected.push(expected);
+        req_count.push(count);
     }
-    if accepted.is_empty() {
-        if own_tx {
-            client
-                .batch_execute("ROLLBACK")
-                .await
-                .map_err(|e| Failure::Other(from_pg("append", e)))?;
-        }
+    if sent.is_empty() {
         return Ok(Outcome {
             results: results
                 .into_iter()
@@ -200,22 +167,23 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         });
     }
 
-    let count = i64::try_from(columns.len())
-        .map_err(|_| Failure::Other(Error::invalid("append", "too many events")))?;
-    let data: Vec<&[u8]> = columns.data.iter().map(|d| &d[..]).collect();
     // In a caller's transaction, NOTIFY goes with it (delivered at its
-    // commit); our own transactions are announced after their commit by
-    // the notifier task, off the commit path (see `crate::listen`).
+    // commit); our own appends are announced after their commit by the
+    // notifier task, off the commit path (see `crate::listen`).
     let channel = if notify && !own_tx {
         schema.channel()
     } else {
         String::new()
     };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-        &count,
-        &columns.stream_id,
-        &columns.category,
-        &columns.revision,
+    let data: Vec<&[u8]> = columns.data.iter().map(|d| &d[..]).collect();
+    let params: [&(dyn ToSql + Sync); 17] = [
+        &streams,
+        &categories,
+        &req_stream,
+        &req_expected,
+        &req_count,
+        &ev_req,
+        &ev_k,
         &columns.event_id,
         &columns.event_type,
         &columns.schema_version,
@@ -227,38 +195,71 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         &columns.metadata,
         &channel,
     ];
-    let insert = client.query_one(&statements.insert, &params);
-    let (row, commit) = if own_tx {
-        // After a failed insert the server answers COMMIT with a rollback.
-        let (row, commit) = futures::join!(insert, client.batch_execute("COMMIT"));
-        (row, Some(commit))
-    } else {
-        (insert.await, None)
-    };
-    let row = row.map_err(|e| match db_code(&e) {
-        Some((code, _)) if *code == SqlState::UNIQUE_VIOLATION => Failure::Unique(e),
-        // The server rejected the insert, so the pipelined COMMIT rolled back.
-        Some(_) => Failure::Other(from_pg("append", e)),
-        // The connection failed with the COMMIT already sent: it may have
-        // committed.
-        None if own_tx => Failure::Other(commit_unknown(e)),
-        None => Failure::Other(from_pg("append", e)),
-    })?;
-    if let Some(Err(e)) = commit {
-        return Err(Failure::Other(commit_unknown(e)));
+    let row = client
+        .query_one(&statements.append, &params)
+        .await
+        .map_err(|e| match db_code(&e) {
+            Some((code, _)) if *code == SqlState::UNIQUE_VIOLATION => Failure::Unique(e),
+            // The server rejected the statement: nothing was written.
+            Some(_) => Failure::Other(from_pg("append", e)),
+            // The connection failed with the statement sent: in autocommit
+            // it may have committed.
+            None if own_tx => Failure::Other(commit_unknown(e)),
+            None => Failure::Other(from_pg("append", e)),
+        })?;
+    let map = |e| Failure::Other(from_pg("append", e));
+    let first_position: Option<i64> = row.try_get(0).map_err(map)?;
+    let actual: Vec<Option<i64>> = row.try_get(1).map_err(map)?;
+    let accepted: Vec<bool> = row.try_get(2).map_err(map)?;
+    let duplicate: Vec<Option<Uuid>> = row.try_get(3).map_err(map)?;
+    if actual.len() != sent.len() || accepted.len() != sent.len() || duplicate.len() != sent.len() {
+        return Err(Failure::Other(Error::corrupted(
+            "append",
+            "append_events returned a result per request",
+        )));
     }
-    let first_position: i64 = row
-        .try_get(0)
-        .map_err(|e| Failure::Other(from_pg("append", e)))?;
-    let first_position = to_u64("claimed position", first_position).map_err(Failure::Other)?;
-    for (i, first, last, offset) in accepted {
-        let first_pos = first_position + offset;
-        results[i] = Some(Ok(AppendResult {
-            first_revision: first,
-            last_revision: last,
-            first_position: first_pos,
-            last_position: first_pos + (last - first),
-        }));
+    let mut position = match first_position {
+        Some(p) => to_u64("claimed position", p).map_err(Failure::Other)?,
+        None => 0,
+    };
+    for (((&i, actual), accepted), duplicate) in
+        sent.iter().zip(actual).zip(accepted).zip(duplicate)
+    {
+        let request = &requests[i];
+        let actual = actual
+            .map(|r| to_u64(&format!("revision of `{}`", request.stream_id), r))
+            .transpose()
+            .map_err(Failure::Other)?;
+        let checked = request.expected.check(&request.stream_id, actual);
+        results[i] = Some(match (accepted, checked) {
+            (true, Ok(())) if first_position.is_some() => {
+                let first = actual.map_or(0, |c| c + 1);
+                let n = request.events.len() as u64;
+                let result = AppendResult {
+                    first_revision: first,
+                    last_revision: first + n - 1,
+                    first_position: position,
+                    last_position: position + n - 1,
+                };
+                position += n;
+                Ok(result)
+            }
+            (false, Err(conflict)) => Err(conflict),
+            (false, Ok(())) if duplicate.is_some() => Err(Error::invalid(
+                format!(
+                    "event {}",
+                    duplicate.map(|id| id.to_string()).unwrap_or_default()
+                ),
+                "an event with this id is already stored",
+            )),
+            _ => Err(Error::corrupted(
+                "append",
+                format!(
+                    "the server and the client disagree on expectation {} of `{}` at revision {actual:?}",
+                    request.expected, request.stream_id
+                ),
+            )),
+        });
     }
     Ok(Outcome {
         results: results
@@ -278,21 +279,6 @@ fn commit_unknown(e: tokio_postgres::Error) -> Error {
         false,
         crate::error::DriverError::from(e),
     )
-}
-
-fn truncate(c: &mut EventColumns, len: usize) {
-    c.stream_id.truncate(len);
-    c.category.truncate(len);
-    c.revision.truncate(len);
-    c.event_id.truncate(len);
-    c.event_type.truncate(len);
-    c.schema_version.truncate(len);
-    c.source.truncate(len);
-    c.time.truncate(len);
-    c.time_nanos.truncate(len);
-    c.content_type.truncate(len);
-    c.data.truncate(len);
-    c.metadata.truncate(len);
 }
 
 trait UnwrapResult {
@@ -369,6 +355,19 @@ fn clone_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether an event id occurs in more than one request (rare: the same
+/// event sent twice in one coalesced batch).
+pub(crate) fn repeats_across_requests(requests: &[AppendRequest]) -> bool {
+    if requests.len() < 2 {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    requests.iter().any(|r| {
+        let own: std::collections::HashSet<Uuid> = r.events.iter().map(|e| e.id).collect();
+        own.into_iter().any(|id| !seen.insert(id))
+    })
+}
+
 /// [`orchestrix::store::EventStore::append_batch`] for [`PostgresStore`].
 pub(crate) async fn append_batch(
     store: &PostgresStore,
@@ -376,6 +375,12 @@ pub(crate) async fn append_batch(
 ) -> Result<Vec<Result<AppendResult>>> {
     if requests.is_empty() {
         return Ok(Vec::new());
+    }
+    if repeats_across_requests(&requests) {
+        // Whether a later request may take an id depends on whether the
+        // earlier one is accepted: one request per statement decides that
+        // in order, as the memory store does.
+        return replay_one_by_one(store, &requests).await;
     }
     let retry = store.inner.config.retry;
     let mut attempt = 1;
@@ -407,44 +412,14 @@ enum BatchEnd {
     Replay,
 }
 
-/// A pooled connection running a transaction of ours: unless released
-/// after the transaction ended, it is closed rather than returned to the
-/// pool (the server then rolls back), so that no caller ever gets a
-/// connection left inside a transaction, e.g. after a dropped future.
-struct TxConn {
-    conn: Option<deadpool_postgres::Object>,
-}
-
-impl TxConn {
-    fn client(&self) -> &deadpool_postgres::ClientWrapper {
-        self.conn
-            .as_deref()
-            .expect("connection present until released")
-    }
-
-    fn release(mut self) {
-        drop(self.conn.take());
-    }
-}
-
-impl Drop for TxConn {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(deadpool_postgres::Object::take(conn));
-        }
-    }
-}
-
-/// One transaction. An error means nothing was committed, except when the
-/// commit itself failed (then the outcome is unknown and the error is
+/// One statement (one transaction). An error means nothing was committed,
+/// except when the connection failed with the statement sent (then the outcome is unknown and the error is
 /// marked permanent so that nobody retries blindly).
 async fn try_batch(store: &PostgresStore, requests: &[AppendRequest]) -> Result<BatchEnd> {
-    let conn = TxConn {
-        conn: Some(store.client("append").await?),
-    };
-    let statements = Statements::cached(conn.client(), &store.inner.sql).await?;
+    let client = store.client("append").await?;
+    let statements = Statements::cached(&client, &store.inner.sql).await?;
     match run(
-        &**conn.client(),
+        &**client,
         &statements,
         &store.inner.schema,
         requests,
@@ -454,7 +429,7 @@ async fn try_batch(store: &PostgresStore, requests: &[AppendRequest]) -> Result<
     .await
     {
         Ok(outcome) => {
-            conn.release();
+            drop(client);
             store.announce(&outcome.results);
             Ok(BatchEnd::Done(outcome.results))
         }
@@ -490,12 +465,10 @@ async fn try_batch_single(
     store: &PostgresStore,
     one: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult>>> {
-    let conn = TxConn {
-        conn: Some(store.client("append").await?),
-    };
-    let statements = Statements::cached(conn.client(), &store.inner.sql).await?;
+    let client = store.client("append").await?;
+    let statements = Statements::cached(&client, &store.inner.sql).await?;
     match run(
-        &**conn.client(),
+        &**client,
         &statements,
         &store.inner.schema,
         one,
@@ -505,12 +478,12 @@ async fn try_batch_single(
     .await
     {
         Ok(outcome) => {
-            conn.release();
+            drop(client);
             store.announce(&outcome.results);
             Ok(outcome.results)
         }
         Err(Failure::Unique(e)) => {
-            drop(conn);
+            drop(client);
             let mut error = unique_error(&e, one);
             // Report the stream's real revision, now that the racing writer
             // has committed.

@@ -141,6 +141,20 @@ pub struct PostgresConfig {
     /// Run the crate's migrations when connecting.
     #[serde(default = "defaults::migrate")]
     pub migrate: bool,
+    /// Write coalescing for stores built with
+    /// [`PostgresStore::store`](crate::PostgresStore::store) (and so by
+    /// `orchestrix_backends::open_store`): concurrent appends share one
+    /// statement and one commit. A lone append goes straight through (no
+    /// wait); appends that arrive while batches are in flight are gathered
+    /// into the next one. URL: `coalesce=on|off`.
+    #[serde(default = "defaults::coalesce")]
+    pub coalesce: bool,
+    /// Most appends in one coalesced batch. URL: `max_batch`.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: usize,
+    /// Coalesced batches committed at the same time. URL: `max_in_flight`.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 mod defaults {
@@ -172,6 +186,15 @@ mod defaults {
     pub(super) fn migrate() -> bool {
         true
     }
+    pub(super) fn coalesce() -> bool {
+        true
+    }
+    pub(super) fn max_batch() -> usize {
+        256
+    }
+    pub(super) fn max_in_flight() -> usize {
+        2
+    }
     pub(super) fn max_attempts() -> u32 {
         5
     }
@@ -199,6 +222,9 @@ impl fmt::Debug for PostgresConfig {
             .field("notify", &self.notify)
             .field("visibility_wait_ms", &self.visibility_wait_ms)
             .field("migrate", &self.migrate)
+            .field("coalesce", &self.coalesce)
+            .field("max_batch", &self.max_batch)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -219,6 +245,9 @@ const OWN_PARAMS: &[&str] = &[
     "notify",
     "visibility_wait_ms",
     "migrate",
+    "coalesce",
+    "max_batch",
+    "max_in_flight",
 ];
 
 impl PostgresConfig {
@@ -239,6 +268,9 @@ impl PostgresConfig {
             notify: defaults::notify(),
             visibility_wait_ms: defaults::visibility_wait_ms(),
             migrate: defaults::migrate(),
+            coalesce: defaults::coalesce(),
+            max_batch: defaults::max_batch(),
+            max_in_flight: defaults::max_in_flight(),
         }
     }
 
@@ -249,7 +281,7 @@ impl PostgresConfig {
     /// (`disable`, `prefer`, `require`, `verify-full`), `sslrootcert`
     /// (`ca_file`), `retry_max_attempts`, `retry_initial_backoff_ms`,
     /// `retry_max_backoff_ms`, `listen`, `notify`, `visibility_wait_ms`,
-    /// `migrate`.
+    /// `migrate`, `coalesce` (`on`/`off`), `max_batch`, `max_in_flight`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a malformed URL, an unknown or malformed
@@ -297,7 +329,16 @@ impl PostgresConfig {
                 "retry_initial_backoff_ms" => config.retry.initial_backoff_ms = number(&value)?,
                 "retry_max_backoff_ms" => config.retry.max_backoff_ms = number(&value)?,
                 "visibility_wait_ms" => config.visibility_wait_ms = number(&value)?,
-                "listen" | "notify" | "migrate" => {
+                "max_batch" | "max_in_flight" => {
+                    let n = usize::try_from(number(&value)?)
+                        .map_err(|_| invalid(format!("`{key}={value}` is too large")))?;
+                    if key == "max_batch" {
+                        config.max_batch = n;
+                    } else {
+                        config.max_in_flight = n;
+                    }
+                }
+                "listen" | "notify" | "migrate" | "coalesce" => {
                     let flag = match value.as_str() {
                         "true" | "1" | "on" => true,
                         "false" | "0" | "off" => false,
@@ -308,6 +349,7 @@ impl PostgresConfig {
                     match key.as_str() {
                         "listen" => config.listen = flag,
                         "notify" => config.notify = flag,
+                        "coalesce" => config.coalesce = flag,
                         _ => config.migrate = flag,
                     }
                 }
@@ -354,6 +396,12 @@ impl PostgresConfig {
         SchemaName::new(&self.schema)?;
         if self.pool_size == 0 {
             return Err(Error::invalid("postgres pool_size", "must be at least 1"));
+        }
+        if self.max_batch == 0 || self.max_in_flight == 0 {
+            return Err(Error::invalid(
+                "postgres max_batch and max_in_flight",
+                "must be at least 1",
+            ));
         }
         if self.retry.max_attempts == 0 {
             return Err(Error::invalid(
@@ -422,6 +470,9 @@ impl PostgresConfig {
             notify: true,
             visibility_wait_ms: 500,
             migrate: true,
+            coalesce: true,
+            max_batch: 256,
+            max_in_flight: 2,
         }
     }
 }
@@ -485,6 +536,19 @@ mod tests {
     }
 
     #[test]
+    fn coalescing_is_on_by_default_and_set_from_the_url() {
+        let c = PostgresConfig::from_url("postgres://u@h/db").unwrap();
+        assert!(c.coalesce);
+        assert_eq!((c.max_batch, c.max_in_flight), (256, 2));
+        let c =
+            PostgresConfig::from_url("postgres://u@h/db?coalesce=off&max_batch=32&max_in_flight=4")
+                .unwrap();
+        assert!(!c.coalesce);
+        assert_eq!((c.max_batch, c.max_in_flight), (32, 4));
+        assert_eq!(c.url, "postgres://u@h/db");
+    }
+
+    #[test]
     fn statement_timeout_becomes_a_startup_option() {
         let c = PostgresConfig::from_url(
             "postgres://u@h/db?options=-c%20search_path%3Dx&statement_timeout_ms=1500",
@@ -506,6 +570,9 @@ mod tests {
             ("postgres://h/db?pool_size=0", "pool_size"),
             ("postgres://h/db?sslmode=maybe", "sslmode"),
             ("postgres://h/db?listen=perhaps", "listen"),
+            ("postgres://h/db?coalesce=maybe", "coalesce"),
+            ("postgres://h/db?max_batch=0", "max_batch"),
+            ("postgres://h/db?max_in_flight=-1", "max_in_flight"),
             ("postgres://h/db?no_such_param=1", "no_such_param"),
         ] {
             let err = PostgresConfig::from_url(url).unwrap_err().to_string();

@@ -100,12 +100,10 @@ pub(crate) fn event_from_row(row: &Row) -> Result<RecordedEvent> {
     })
 }
 
-/// Column arrays of many events, for one `unnest` insert.
+/// Column arrays of many events, for one `unnest` insert (the stream,
+/// revision and position are filled in on the server).
 #[derive(Debug, Default)]
 pub(crate) struct EventColumns {
-    pub(crate) stream_id: Vec<String>,
-    pub(crate) category: Vec<String>,
-    pub(crate) revision: Vec<i64>,
     pub(crate) event_id: Vec<Uuid>,
     pub(crate) event_type: Vec<String>,
     pub(crate) schema_version: Vec<i64>,
@@ -120,9 +118,6 @@ pub(crate) struct EventColumns {
 impl EventColumns {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
-            stream_id: Vec::with_capacity(n),
-            category: Vec::with_capacity(n),
-            revision: Vec::with_capacity(n),
             event_id: Vec::with_capacity(n),
             event_type: Vec::with_capacity(n),
             schema_version: Vec::with_capacity(n),
@@ -139,20 +134,11 @@ impl EventColumns {
         self.event_id.len()
     }
 
-    /// Adds one event at `revision`.
-    pub(crate) fn push(
-        &mut self,
-        stream: &StreamId,
-        revision: u64,
-        record: &EventRecord,
-    ) -> Result<()> {
-        let what = format!("event {}", record.id);
+    /// Adds one event.
+    pub(crate) fn push_event(&mut self, record: &EventRecord) -> Result<()> {
         let (time, nanos) = split_time(record.time);
-        let metadata =
-            serde_json::to_value(&record.metadata).map_err(|e| Error::encode(what.clone(), e))?;
-        self.stream_id.push(stream.as_str().to_owned());
-        self.category.push(stream.category().to_owned());
-        self.revision.push(to_i64(&what, revision)?);
+        let metadata = serde_json::to_value(&record.metadata)
+            .map_err(|e| Error::encode(format!("event {}", record.id), e))?;
         self.event_id.push(record.id);
         self.event_type.push(record.event_type.clone());
         self.schema_version.push(i64::from(record.schema_version));
@@ -163,6 +149,19 @@ impl EventColumns {
         self.data.push(record.data.clone());
         self.metadata.push(metadata);
         Ok(())
+    }
+
+    /// Drops every event from `len` on.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.event_id.truncate(len);
+        self.event_type.truncate(len);
+        self.schema_version.truncate(len);
+        self.source.truncate(len);
+        self.time.truncate(len);
+        self.time_nanos.truncate(len);
+        self.content_type.truncate(len);
+        self.data.truncate(len);
+        self.metadata.truncate(len);
     }
 }
 

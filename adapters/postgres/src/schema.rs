@@ -161,11 +161,18 @@ impl Migration {
 }
 
 /// Every migration, in order. Never edit a released one: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event store",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event store",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "one-statement append",
+        sql: V2,
+    },
+];
 
 /// The schema version this crate writes.
 #[must_use]
@@ -380,6 +387,122 @@ BEGIN
                       ORDER BY e.position DESC LIMIT 1), 0),
            coalesce((SELECT max(e.position) FROM {schema}.events e), 0)
       INTO safe, committed;
+END
+$fn$;
+"#;
+
+/// Version 2: the whole append in one statement (so one round trip, in
+/// autocommit): `append_events` locks the batch's streams, checks every
+/// request's expected revision in order, claims positions through
+/// `claim_positions` and inserts the accepted events. Version 1's
+/// `append_prepare` stays for binaries of the previous version.
+const V2: &str = r#"
+-- One append batch in one statement.
+--   p_streams, p_categories: the distinct streams of the batch (any order).
+--   p_req_stream (1-based index into p_streams), p_req_expected (>= 0: that
+--   exact revision; -1 any; -2 no stream; -3 stream exists), p_req_count:
+--   one entry per request, in order.
+--   p_ev_*: the events of every request, in order; p_ev_req is the 1-based
+--   request index of each event, p_ev_k its 0-based index in its request.
+-- Returns, per request, the stream's revision just before it (as the
+-- earlier requests of the batch leave it; NULL: no stream), the first of its
+-- event ids that is already stored (NULL: none) and whether it was accepted
+-- (its expectation holds and none of its ids is stored); and the first
+-- claimed position (NULL when none was). The positions of accepted requests
+-- are consecutive, in request order. (Ids repeated across the requests of
+-- one batch are the caller's to sort out.)
+--
+-- Serialization: a transaction-scoped advisory lock per stream, taken in one
+-- global order (so batches never deadlock); the revisions are read after the
+-- locks by a statement with a fresh snapshot, so they include every commit
+-- of a writer whose lock we waited for. Gap safety: nothing before
+-- claim_positions writes (or gets an xid), so the claim assigns the xid
+-- under the claim lock as version 1 does.
+CREATE FUNCTION {schema}.append_events(
+    p_streams text[], p_categories text[],
+    p_req_stream int4[], p_req_expected int8[], p_req_count int4[],
+    p_ev_req int4[], p_ev_k int4[], p_ev_id uuid[], p_ev_type text[], p_ev_version int8[],
+    p_ev_source text[], p_ev_time timestamptz[], p_ev_nanos int2[], p_ev_content_type text[],
+    p_ev_data bytea[], p_ev_metadata jsonb[], p_channel text,
+    OUT first_position bigint, OUT actual bigint[], OUT accepted boolean[], OUT duplicate uuid[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    n integer := coalesce(array_length(p_req_stream, 1), 0);
+    cur bigint[];
+    r_rev bigint[];
+    r_off bigint[];
+    h integer;
+    i integer;
+    s integer;
+    c bigint;
+    e bigint;
+    ok boolean;
+    dup uuid;
+    total bigint := 0;
+BEGIN
+    IF coalesce(array_length(p_streams, 1), 0) = 1 THEN
+        PERFORM pg_advisory_xact_lock({stream_lock_key}, hashtext(p_streams[1]));
+        cur := ARRAY[(SELECT ev.revision FROM {schema}.events ev
+                       WHERE ev.stream_id = p_streams[1] ORDER BY ev.revision DESC LIMIT 1)];
+    ELSE
+        FOR h IN SELECT DISTINCT hashtext(x) FROM unnest(p_streams) AS x ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock({stream_lock_key}, h);
+        END LOOP;
+        SELECT coalesce(array_agg((SELECT ev.revision FROM {schema}.events ev
+                                   WHERE ev.stream_id = u.x ORDER BY ev.revision DESC LIMIT 1) ORDER BY u.o), '{}')
+          INTO cur
+          FROM unnest(p_streams) WITH ORDINALITY AS u(x, o);
+    END IF;
+    actual := array_fill(NULL::bigint, ARRAY[n]);
+    accepted := array_fill(false, ARRAY[n]);
+    duplicate := array_fill(NULL::uuid, ARRAY[n]);
+    -- One index probe per id (a scalar subquery with LIMIT is never turned
+    -- into a join, whatever the cached generic plan would do with
+    -- `event_id = ANY (...)`).
+    FOR i, dup IN
+        SELECT u.rq, (array_agg(u.id ORDER BY u.k))[1]
+          FROM unnest(p_ev_req, p_ev_k, p_ev_id) AS u(rq, k, id)
+         WHERE (SELECT true FROM {schema}.events ev WHERE ev.event_id = u.id LIMIT 1)
+         GROUP BY u.rq
+    LOOP
+        duplicate[i] := dup;
+    END LOOP;
+    r_rev := array_fill(NULL::bigint, ARRAY[n]);
+    r_off := array_fill(NULL::bigint, ARRAY[n]);
+    FOR i IN 1..n LOOP
+        s := p_req_stream[i];
+        c := cur[s];
+        e := p_req_expected[i];
+        ok := CASE WHEN e = -1 THEN true
+                   WHEN e = -2 THEN c IS NULL
+                   WHEN e = -3 THEN c IS NOT NULL
+                   WHEN e >= 0 THEN c IS NOT NULL AND c = e
+                   ELSE false END
+              AND duplicate[i] IS NULL;
+        actual[i] := c;
+        IF ok THEN
+            accepted[i] := true;
+            r_rev[i] := coalesce(c + 1, 0);
+            r_off[i] := total;
+            total := total + p_req_count[i];
+            cur[s] := coalesce(c + 1, 0) + p_req_count[i] - 1;
+        END IF;
+    END LOOP;
+    IF total = 0 THEN
+        RETURN;
+    END IF;
+    first_position := {schema}.claim_positions(total);
+    INSERT INTO {schema}.events (position, stream_id, category, revision, event_id, event_type, schema_version,
+                                 source, time, time_nanos, content_type, data, metadata)
+    SELECT first_position + r_off[u.rq] + u.k, p_streams[p_req_stream[u.rq]], p_categories[p_req_stream[u.rq]],
+           r_rev[u.rq] + u.k, u.id, u.typ, u.ver, u.src, u.tm, u.ns, u.ct, u.dat, u.meta
+      FROM unnest(p_ev_req, p_ev_k, p_ev_id, p_ev_type, p_ev_version, p_ev_source, p_ev_time, p_ev_nanos,
+                  p_ev_content_type, p_ev_data, p_ev_metadata)
+           AS u(rq, k, id, typ, ver, src, tm, ns, ct, dat, meta)
+     WHERE r_off[u.rq] IS NOT NULL;
+    IF p_channel <> '' THEN
+        PERFORM pg_notify(p_channel, (first_position + total - 1)::text);
+    END IF;
 END
 $fn$;
 "#;

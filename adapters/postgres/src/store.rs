@@ -25,8 +25,7 @@ use crate::tls::Connector;
 /// The SQL of one schema, built once from the validated schema name.
 #[derive(Debug)]
 pub(crate) struct Sql {
-    pub(crate) prepare: String,
-    pub(crate) insert: String,
+    pub(crate) append: String,
     read_forward: String,
     read_backward: String,
     read_all: String,
@@ -53,21 +52,12 @@ impl Sql {
         let events = s.table("events");
         let q = s.quoted();
         Self {
-            prepare: format!("SELECT revisions, existing FROM {q}.append_prepare($1::text[], $2::uuid[])"),
-            insert: format!(
-                "WITH c AS MATERIALIZED (SELECT {q}.claim_positions($1::int8) AS first),
-                 ins AS (
-                     INSERT INTO {events} (position, stream_id, category, revision, event_id, event_type,
-                                           schema_version, source, time, time_nanos, content_type, data, metadata)
-                     SELECT c.first + u.ord - 1, u.stream_id, u.category, u.revision, u.event_id, u.event_type,
-                            u.schema_version, u.source, u.time, u.time_nanos, u.content_type, u.data, u.metadata
-                     FROM c, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[], $7::int8[], $8::text[],
-                                    $9::timestamptz[], $10::int2[], $11::text[], $12::bytea[], $13::jsonb[])
-                          WITH ORDINALITY AS u(stream_id, category, revision, event_id, event_type, schema_version,
-                                               source, time, time_nanos, content_type, data, metadata, ord)
-                 )
-                 SELECT c.first, CASE WHEN $14::text <> '' THEN pg_notify($14::text, (c.first + $1::int8 - 1)::text) END
-                 FROM c"
+            append: format!(
+                "SELECT first_position, actual, accepted, duplicate
+                 FROM {q}.append_events($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int4[], $6::int4[],
+                                        $7::int4[], $8::uuid[], $9::text[], $10::int8[], $11::text[],
+                                        $12::timestamptz[], $13::int2[], $14::text[], $15::bytea[], $16::jsonb[],
+                                        $17::text)"
             ),
             read_forward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} WHERE stream_id = $1 AND revision >= $2 ORDER BY revision LIMIT $3"
@@ -299,6 +289,23 @@ impl PostgresStore {
         .await
     }
 
+    /// A [`Store`](orchestrix::Store) over every port, with write coalescing
+    /// as the configuration says ([`PostgresConfig::coalesce`], on by
+    /// default).
+    #[must_use]
+    pub fn store(&self) -> orchestrix::Store {
+        let store = orchestrix::Store::new(self.backend());
+        let c = &self.inner.config;
+        if c.coalesce {
+            store.with_coalescing(orchestrix::coalesce::CoalesceConfig {
+                max_batch: c.max_batch,
+                max_in_flight: c.max_in_flight,
+            })
+        } else {
+            store
+        }
+    }
+
     /// Every port as trait objects, for [`orchestrix::Store::new`].
     #[must_use]
     pub fn backend(&self) -> Backend {
@@ -453,6 +460,12 @@ impl PostgresStore {
         tx: &tokio_postgres::Transaction<'_>,
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<AppendResult>>> {
+        if crate::append::repeats_across_requests(requests) {
+            return Err(Error::invalid(
+                "append batch",
+                "an event id occurs in more than one request (append them in separate transactions)",
+            ));
+        }
         let statements = crate::append::Statements::prepare(tx, &self.inner.sql).await?;
         match crate::append::run(
             tx,

@@ -38,20 +38,22 @@ pub async fn open_backend(url: &str) -> Result<Backend> {
 }
 
 /// Opens a [`Store`] on the backend a URL names. File and database stores get
-/// write coalescing, so concurrent commands share commits.
+/// write coalescing, so concurrent commands share commits. On PostgreSQL it
+/// is on by default and set from the URL: `coalesce=on|off`, `max_batch`
+/// (default 256), `max_in_flight` (default 2); see
+/// `orchestrix_postgres::PostgresConfig`.
 ///
 /// # Errors
 /// As [`open_backend`].
 pub async fn open_store(url: &str) -> Result<Store> {
+    let parsed = BackendUrl::parse(url)?;
+    if parsed.scheme() == Scheme::Postgres {
+        return open_postgres_store(&parsed).await;
+    }
     let backend = open_backend(url).await?;
     let store = Store::new(backend);
-    Ok(match BackendUrl::parse(url)?.scheme() {
+    Ok(match parsed.scheme() {
         Scheme::Memory => store,
-        // PostgreSQL commits overlap, so two batches may be in flight.
-        Scheme::Postgres => store.with_coalescing(CoalesceConfig {
-            max_batch: 256,
-            max_in_flight: 2,
-        }),
         _ => store.with_coalescing(CoalesceConfig::default()),
     })
 }
@@ -79,6 +81,18 @@ async fn open_postgres(url: &BackendUrl) -> Result<Backend> {
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(url: &BackendUrl) -> Result<Backend> {
+    Err(not_enabled(url, "postgres"))
+}
+
+/// The PostgreSQL store with the coalescing its URL asks for.
+#[cfg(feature = "postgres")]
+async fn open_postgres_store(url: &BackendUrl) -> Result<Store> {
+    let store = orchestrix_postgres::PostgresStore::connect_url(url.as_str()).await?;
+    Ok(store.store())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres_store(url: &BackendUrl) -> Result<Store> {
     Err(not_enabled(url, "postgres"))
 }
 
