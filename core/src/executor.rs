@@ -109,10 +109,14 @@ pub struct ExecutorConfig {
     /// Events read per round trip while loading.
     pub load_batch: usize,
     /// Aggregates kept in memory between commands (0 disables the cache). A
-    /// cached aggregate is still brought up to date on every command by reading
-    /// the events after its revision (usually none), so other writers and other
-    /// processes are always seen; the cache only saves re-reading and
-    /// re-applying the whole stream.
+    /// cached aggregate decides without a read: its events are appended with
+    /// `Exact(cached revision)`, and when another writer or process got there
+    /// first, that append's own conflict check says so, the executor reads
+    /// the events after the cached revision and decides again (without
+    /// counting an attempt or backing off). A decision that appends nothing
+    /// (a rejection, a no-op, a duplicate command id) is confirmed against
+    /// the stream's newer events before it is returned. So other writers are
+    /// always seen; the cache saves the read of every command.
     pub cache_capacity: usize,
 }
 
@@ -383,47 +387,63 @@ impl<A: Aggregate> CommandExecutor<A> {
         let mut backoff = retry.initial_backoff;
         let mut attempt = 0;
         let mut cached = self.cache_take(&stream);
+        // A cached aggregate is decided on as it is (see
+        // `ExecutorConfig::cache_capacity`); only the first pass trusts it.
+        let mut trusted = cached.is_some();
         loop {
+            let (mut loaded, verified) = match cached.take() {
+                Some(base) if trusted => (base, false),
+                Some(base) => (self.catch_up(&stream, base).await?, true),
+                None => (self.load_stream(&stream).await?, true),
+            };
+            trusted = false;
+            let decision = if loaded.recent_commands.contains(&command_id) {
+                None
+            } else {
+                Some(loaded.state.handle(command))
+            };
+            if !verified && !matches!(&decision, Some(Ok(events)) if !events.is_empty()) {
+                // A decision that appends nothing is confirmed against the
+                // stream first: newer events may change it.
+                cached = Some(loaded);
+                continue;
+            }
             attempt += 1;
             tracing::Span::current().record("attempts", attempt);
-            let mut loaded = match cached.take() {
-                Some(base) => self.catch_up(&stream, base).await?,
-                None => self.load_stream(&stream).await?,
-            };
-            if loaded.recent_commands.contains(&command_id) {
-                let revision = loaded.revision;
-                self.cache_put(stream.clone(), loaded);
-                return Ok(CommandOutcome {
-                    stream_id: stream,
-                    command_id,
-                    revision,
-                    position: None,
-                    appended: 0,
-                    duplicate: true,
-                });
-            }
-            let events = match loaded.state.handle(command) {
-                Ok(events) => events,
-                Err(e) => {
+            let events = match decision {
+                None => {
+                    let revision = loaded.revision;
+                    self.cache_put(stream.clone(), loaded);
+                    return Ok(CommandOutcome {
+                        stream_id: stream,
+                        command_id,
+                        revision,
+                        position: None,
+                        appended: 0,
+                        duplicate: true,
+                    });
+                }
+                Some(Err(e)) => {
                     self.cache_put(stream, loaded);
                     return Err(Error::Rejected {
                         command: command.command_type().to_owned(),
                         source: Box::new(e),
                     });
                 }
+                Some(Ok(events)) if events.is_empty() => {
+                    let revision = loaded.revision;
+                    self.cache_put(stream.clone(), loaded);
+                    return Ok(CommandOutcome {
+                        stream_id: stream,
+                        command_id,
+                        revision,
+                        position: None,
+                        appended: 0,
+                        duplicate: false,
+                    });
+                }
+                Some(Ok(events)) => events,
             };
-            if events.is_empty() {
-                let revision = loaded.revision;
-                self.cache_put(stream.clone(), loaded);
-                return Ok(CommandOutcome {
-                    stream_id: stream,
-                    command_id,
-                    revision,
-                    position: None,
-                    appended: 0,
-                    duplicate: false,
-                });
-            }
             let records = self.records(&events, context, &command_id)?;
             let expected = ExpectedRevision::from_current(loaded.revision);
             match self.store.append(&stream, expected, records).await {
@@ -452,6 +472,13 @@ impl<A: Aggregate> CommandExecutor<A> {
                         appended: events.len(),
                         duplicate: false,
                     });
+                }
+                Err(e @ Error::Conflict { .. }) if !verified => {
+                    // The cached state was behind: not contention, so no
+                    // attempt is spent and there is no backoff.
+                    tracing::debug!(error = %e, "cached aggregate was behind; catching up");
+                    attempt -= 1;
+                    cached = Some(loaded);
                 }
                 Err(e @ Error::Conflict { .. }) if attempt < retry.max_attempts => {
                     tracing::debug!(error = %e, attempt, "conflict; catching up");
