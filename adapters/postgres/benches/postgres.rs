@@ -1,10 +1,15 @@
 //! `cargo bench -p orchestrix-postgres`: the PostgreSQL adapter measured in
-//! one run, each figure next to its raw baseline, printed as Markdown.
+//! one run, each figure next to its raw baseline measured in the same run
+//! (interleaved rounds, medians), printed as Markdown with the machine load.
 //!
 //! Needs the server of `ORCHESTRIX_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); every section uses a fresh
 //! schema, dropped at the end. `BENCH_SECONDS` sets the length of each timed
-//! window (default 4).
+//! window (default 3), `BENCH_ROUNDS` the interleaved rounds (default 3),
+//! `BENCH_WRITERS` the writer counts (default `1,8,64`), `BENCH_IN_FLIGHT`
+//! and `BENCH_MAX_BATCH` the coalescing settings (default: those of
+//! `orchestrix_backends::open_store`, 2 and 256), `BENCH_ONLY=commands` stops
+//! after the command workload.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,21 +83,124 @@ impl Aggregate for Account {
     }
 }
 
-/// Coalesced batches committed at once (`BENCH_IN_FLIGHT`, default 2).
-fn in_flight() -> usize {
-    std::env::var("BENCH_IN_FLIGHT")
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(default)
+}
+
+/// Coalescing as `orchestrix_backends::open_store` sets it for PostgreSQL.
+fn coalescing() -> CoalesceConfig {
+    CoalesceConfig {
+        max_batch: env_or("BENCH_MAX_BATCH", 256),
+        max_in_flight: env_or("BENCH_IN_FLIGHT", 2),
+    }
+}
+
+fn rounds() -> usize {
+    env_or("BENCH_ROUNDS", 3).max(1)
 }
 
 fn window() -> Duration {
-    Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(4),
-    )
+    Duration::from_secs(env_or("BENCH_SECONDS", 3) as u64)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A table of the events table's shape (same columns, defaults and
+/// indexes) with positions from a plain sequence: what the raw baselines
+/// insert into.
+async fn raw_table(pg: &PostgresStore) -> String {
+    let client = testing::raw_client().await;
+    let raw = pg.schema().table("raw_events");
+    let seq = pg.schema().table("raw_seq");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {raw} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+             CREATE SEQUENCE {seq}; ALTER TABLE {raw} ALTER position SET DEFAULT nextval('{}');",
+            pg.schema().table("events"),
+            seq.replace('"', "")
+        ))
+        .await
+        .expect("raw table");
+    raw
+}
+
+/// Raw commit rate: `conns` connections, each committing a prepared
+/// single-row INSERT per transaction (autocommit: the INSERT is the
+/// transaction) into a table of the events table's shape, for one window.
+async fn raw_commits(conns: usize) -> f64 {
+    let pg = fresh(1).await;
+    let raw = raw_table(&pg).await;
+    let sql = format!(
+        "INSERT INTO {raw} (stream_id, category, revision, event_id, event_type, schema_version, source, time,
+                            time_nanos, content_type, data, metadata)
+         VALUES ($1, 'account', $2, $3, 'com.acme.bank.AccountEvent.Deposited', 1, '/orchestrix', $4, 0,
+                 'application/json', $5, $6)"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (stop, done, sql) = (stop.clone(), done.clone(), sql.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = testing::raw_client().await;
+            let insert = client.prepare(&sql).await.expect("prepare");
+            let data = br#"{"Deposited":{"amount":1}}"#.to_vec();
+            let metadata = json!({});
+            let mut revision = 0_i64;
+            while !stop.load(Ordering::Relaxed) {
+                let stream = format!("account-{c}_{}", revision % 100);
+                client
+                    .execute(
+                        &insert,
+                        &[
+                            &stream,
+                            &(revision / 100),
+                            &uuid::Uuid::now_v7(),
+                            &chrono::Utc::now(),
+                            &data,
+                            &metadata,
+                        ],
+                    )
+                    .await
+                    .expect("raw insert");
+                done.fetch_add(1, Ordering::Relaxed);
+                revision += 1;
+            }
+        }));
+    }
+    let n = measure(&done).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("raw writer");
+    }
+    drop_schema(&pg).await;
+    n
+}
+
+/// Warms up, then counts `done` over one window; returns the rate.
+async fn measure(done: &AtomicU64) -> f64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start_count = done.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(window()).await;
+    let n = done.load(Ordering::Relaxed) - start_count;
+    rate(n, start.elapsed())
 }
 
 async fn fresh(pool_size: usize) -> PostgresStore {
@@ -189,10 +297,7 @@ async fn command_workload(writers: usize, coalesced: bool, notify: bool) -> f64 
     };
     let mut store = Store::new(backend);
     if coalesced {
-        store = store.with_coalescing(CoalesceConfig {
-            max_batch: 256,
-            max_in_flight: in_flight(),
-        });
+        store = store.with_coalescing(coalescing());
     }
     let executor = CommandExecutor::<Account>::new(store, ExecutorConfig::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -215,13 +320,7 @@ async fn command_workload(writers: usize, coalesced: bool, notify: bool) -> f64 
             }
         }));
     }
-    // Warm up, then measure one window.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start_count = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(window()).await;
-    let n = done.load(Ordering::Relaxed) - start_count;
-    let elapsed = start.elapsed();
+    let r = measure(&done).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("writer");
@@ -233,7 +332,7 @@ async fn command_workload(writers: usize, coalesced: bool, notify: bool) -> f64 
         *APPENDS_PER_COMMIT.lock().expect("lock") = per_commit;
     }
     drop_schema(&pg).await;
-    rate(n, elapsed)
+    r
 }
 
 fn records(n: usize) -> Vec<EventRecord> {
@@ -243,39 +342,13 @@ fn records(n: usize) -> Vec<EventRecord> {
 }
 
 /// Events per second appended by one writer, `per_append` events per
-/// append, through the store; and the same rows through plain INSERTs.
+/// append, through the store; and the same rows through a raw prepared
+/// `INSERT ... SELECT FROM unnest(...)` (one statement, one transaction, per
+/// append) into a table of the same shape. Medians of interleaved rounds.
 async fn append_throughput(per_append: usize) -> (f64, f64) {
     let pg = fresh(4).await;
-    let stream = StreamId::parse("account-bench").expect("stream");
-    let mut expected = ExpectedRevision::NoStream;
-    let mut n = 0_u64;
-    let start = Instant::now();
-    while start.elapsed() < window() {
-        let r = orchestrix::store::EventStore::append(
-            &pg,
-            AppendRequest::new(stream.clone(), expected, records(per_append)),
-        )
-        .await
-        .expect("append");
-        expected = ExpectedRevision::Exact(r.last_revision);
-        n += per_append as u64;
-    }
-    let store_rate = rate(n, start.elapsed());
-
-    // Raw: the same columns into a copy of the events table, one statement
-    // (one transaction) per append, through tokio-postgres.
+    let raw = raw_table(&pg).await;
     let client = testing::raw_client().await;
-    let raw = pg.schema().table("raw_events");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {raw} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
-             CREATE SEQUENCE {}; ALTER TABLE {raw} ALTER position SET DEFAULT nextval('{}');",
-            pg.schema().table("events"),
-            pg.schema().table("raw_seq"),
-            pg.schema().table("raw_seq").replace('"', "")
-        ))
-        .await
-        .expect("raw table");
     let insert = client
         .prepare(&format!(
             "INSERT INTO {raw} (stream_id, category, revision, event_id, event_type, schema_version, source, time,
@@ -285,57 +358,76 @@ async fn append_throughput(per_append: usize) -> (f64, f64) {
         ))
         .await
         .expect("prepare");
+    let stream = StreamId::parse("account-bench").expect("stream");
+    let mut expected = ExpectedRevision::NoStream;
     let mut revision = 0_i64;
-    let mut n = 0_u64;
-    let start = Instant::now();
-    while start.elapsed() < window() {
-        let rs = records(per_append);
-        let k = rs.len();
-        let streams = vec!["account-bench"; k];
-        let categories = vec!["account"; k];
-        let revisions: Vec<i64> = (0..k)
-            .map(|i| revision + i64::try_from(i).expect("small"))
-            .collect();
-        let ids: Vec<_> = rs.iter().map(|r| r.id).collect();
-        let types: Vec<&str> = rs.iter().map(|r| r.event_type.as_str()).collect();
-        let versions = vec![1_i64; k];
-        let sources: Vec<&str> = rs.iter().map(|r| r.source.as_str()).collect();
-        let times: Vec<_> = rs.iter().map(|r| r.time).collect();
-        let nanos = vec![0_i16; k];
-        let cts: Vec<&str> = rs.iter().map(|r| r.content_type.as_str()).collect();
-        let data: Vec<&[u8]> = rs.iter().map(|r| &r.data[..]).collect();
-        let meta: Vec<serde_json::Value> = rs.iter().map(|_| json!({})).collect();
-        client
-            .execute(
-                &insert,
-                &[
-                    &streams,
-                    &categories,
-                    &revisions,
-                    &ids,
-                    &types,
-                    &versions,
-                    &sources,
-                    &times,
-                    &nanos,
-                    &cts,
-                    &data,
-                    &meta,
-                ],
+    let (mut stores, mut raws) = (Vec::new(), Vec::new());
+    for _ in 0..rounds() {
+        let mut n = 0_u64;
+        let start = Instant::now();
+        while start.elapsed() < window() {
+            let r = orchestrix::store::EventStore::append(
+                &pg,
+                AppendRequest::new(stream.clone(), expected, records(per_append)),
             )
             .await
-            .expect("raw insert");
-        revision += i64::try_from(k).expect("small");
-        n += k as u64;
+            .expect("append");
+            expected = ExpectedRevision::Exact(r.last_revision);
+            n += per_append as u64;
+        }
+        stores.push(rate(n, start.elapsed()));
+
+        let mut n = 0_u64;
+        let start = Instant::now();
+        while start.elapsed() < window() {
+            let rs = records(per_append);
+            let k = rs.len();
+            let streams = vec!["account-bench"; k];
+            let categories = vec!["account"; k];
+            let revisions: Vec<i64> = (0..k)
+                .map(|i| revision + i64::try_from(i).expect("small"))
+                .collect();
+            let ids: Vec<_> = rs.iter().map(|r| r.id).collect();
+            let types: Vec<&str> = rs.iter().map(|r| r.event_type.as_str()).collect();
+            let versions = vec![1_i64; k];
+            let sources: Vec<&str> = rs.iter().map(|r| r.source.as_str()).collect();
+            let times: Vec<_> = rs.iter().map(|r| r.time).collect();
+            let nanos = vec![0_i16; k];
+            let cts: Vec<&str> = rs.iter().map(|r| r.content_type.as_str()).collect();
+            let data: Vec<&[u8]> = rs.iter().map(|r| &r.data[..]).collect();
+            let meta: Vec<serde_json::Value> = rs.iter().map(|_| json!({})).collect();
+            client
+                .execute(
+                    &insert,
+                    &[
+                        &streams,
+                        &categories,
+                        &revisions,
+                        &ids,
+                        &types,
+                        &versions,
+                        &sources,
+                        &times,
+                        &nanos,
+                        &cts,
+                        &data,
+                        &meta,
+                    ],
+                )
+                .await
+                .expect("raw insert");
+            revision += i64::try_from(k).expect("small");
+            n += k as u64;
+        }
+        raws.push(rate(n, start.elapsed()));
     }
-    let raw_rate = rate(n, start.elapsed());
     drop_schema(&pg).await;
-    (store_rate, raw_rate)
+    (median(stores), median(raws))
 }
 
 /// Milliseconds to rehydrate an account from a 10,000-event stream (the
-/// executor's load: read in pages, decode, apply), and the raw read of the
-/// same rows.
+/// executor's load: read, decode, apply), and the raw read of the same rows'
+/// payloads; medians of interleaved runs.
 async fn rehydrate() -> (f64, f64) {
     let pg = fresh(4).await;
     let store = Store::new(pg.backend());
@@ -349,30 +441,28 @@ async fn rehydrate() -> (f64, f64) {
         expected = ExpectedRevision::Exact(r.last_revision);
     }
     let executor = CommandExecutor::<Account>::new(store, ExecutorConfig::default());
-    let runs = 10_u32;
-    let start = Instant::now();
-    for _ in 0..runs {
-        let loaded = executor.load("big").await.expect("load");
-        assert_eq!(loaded.revision, Some(9_999));
-    }
-    let load_ms = start.elapsed().as_secs_f64() * 1e3 / f64::from(runs);
-
     let client = testing::raw_client().await;
     let sql = format!(
         "SELECT data FROM {} WHERE stream_id = $1 ORDER BY revision",
         pg.schema().table("events")
     );
-    let start = Instant::now();
-    for _ in 0..runs {
+    let raw = client.prepare(&sql).await.expect("prepare");
+    let (mut loads, mut raws) = (Vec::new(), Vec::new());
+    for _ in 0..(10 * rounds()) {
+        let start = Instant::now();
+        let loaded = executor.load("big").await.expect("load");
+        loads.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(loaded.revision, Some(9_999));
+        let start = Instant::now();
         let rows = client
-            .query(&sql, &[&"account-big"])
+            .query(&raw, &[&"account-big"])
             .await
             .expect("raw read");
+        raws.push(start.elapsed().as_secs_f64() * 1e3);
         assert_eq!(rows.len(), 10_000);
     }
-    let raw_ms = start.elapsed().as_secs_f64() * 1e3 / f64::from(runs);
     drop_schema(&pg).await;
-    (load_ms, raw_ms)
+    (median(loads), median(raws))
 }
 
 /// Events per second of a projection catching up from position 0 over
@@ -486,67 +576,77 @@ async fn main() {
         return;
     }
     let started = Instant::now();
+    let coalesce = coalescing();
     println!("## orchestrix-postgres benchmarks\n");
     println!(
-        "window per figure: {:?}; PostgreSQL at {}\n",
+        "window per figure: {:?}; {} interleaved rounds, medians; PostgreSQL at {}; load average at start: {}\n",
         window(),
-        orchestrix::url::redact(&testing::url())
+        rounds(),
+        orchestrix::url::redact(&testing::url()),
+        loadavg()
     );
 
     println!("### Command workload (load account, decide, append one event)\n");
     println!(
-        "best of two windows per figure; coalescing: max_batch 256, max_in_flight {}\n",
-        in_flight()
+        "raw: prepared single-row INSERT per transaction (autocommit) into a table of the events table's shape, one connection per writer; \
+         coalesced: max_batch {}, max_in_flight {}\n",
+        coalesce.max_batch, coalesce.max_in_flight
     );
     println!(
-        "| writers | coalesced (cmd/s) | appends per commit | one command per transaction (cmd/s) | ratio | one command per transaction, no NOTIFY (cmd/s) | ratio |"
+        "| writers | raw commits/s | coalesced (cmd/s) | vs raw | appends per commit | one command per transaction (cmd/s) | vs raw | load average |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
     let writer_counts: Vec<usize> = std::env::var("BENCH_WRITERS")
         .ok()
         .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8, 64]);
     for writers in writer_counts {
-        // Best of two interleaved windows each: the machine is shared, and a
-        // burst of other work should not decide a ratio.
-        let (mut coalesced, mut baseline, mut quiet) = (0.0_f64, 0.0_f64, 0.0_f64);
-        let mut per_commit = 0.0_f64;
-        for _ in 0..2 {
-            coalesced = coalesced.max(command_workload(writers, true, true).await);
-            per_commit = per_commit.max(*APPENDS_PER_COMMIT.lock().expect("lock"));
-            baseline = baseline.max(command_workload(writers, false, true).await);
-            quiet = quiet.max(command_workload(writers, false, false).await);
+        let (mut raw, mut coalesced, mut single, mut per_commit) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds() {
+            raw.push(raw_commits(writers).await);
+            coalesced.push(command_workload(writers, true, true).await);
+            per_commit.push(*APPENDS_PER_COMMIT.lock().expect("lock"));
+            single.push(command_workload(writers, false, true).await);
         }
+        let (raw, coalesced, single) = (median(raw), median(coalesced), median(single));
         println!(
-            "| {writers} | {coalesced:.0} | {per_commit:.1} | {baseline:.0} | {:.2}x | {quiet:.0} | {:.2}x |",
-            coalesced / baseline,
-            coalesced / quiet
+            "| {writers} | {raw:.0} | {coalesced:.0} | **{:.2}x** | {:.1} | {single:.0} | {:.2}x | {} |",
+            coalesced / raw,
+            median(per_commit),
+            single / raw,
+            loadavg()
         );
     }
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "commands") {
+        println!("\nload average at end: {}", loadavg());
         return;
     }
     println!("\n### Append throughput, one writer (events/s)\n");
     println!(
-        "| events per append | store append | raw INSERT (same rows, tokio-postgres) | ratio |"
+        "| events per append | store append | raw INSERT ... SELECT FROM unnest (same rows) | vs raw | load average |"
     );
-    println!("|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---|");
     for per_append in [1, 100] {
         let (store, raw) = append_throughput(per_append).await;
         println!(
-            "| {per_append} | {store:.0} | {raw:.0} | {:.2} |",
-            store / raw
+            "| {per_append} | {store:.0} | {raw:.0} | **{:.2}x** | {} |",
+            store / raw,
+            loadavg()
         );
     }
 
     println!("\n### Rehydrating a 10,000-event stream\n");
     let (load, raw) = rehydrate().await;
-    println!("| executor load (decode + apply) | raw SELECT of the payloads | ratio |");
-    println!("|---:|---:|---:|");
     println!(
-        "| {load:.1} ms ({:.0} events/s) | {raw:.1} ms | {:.2} |",
+        "| executor load (read, decode, apply) | raw SELECT of the payloads | load / raw | load average |"
+    );
+    println!("|---:|---:|---:|---|");
+    println!(
+        "| {load:.1} ms ({:.0} events/s) | {raw:.1} ms | **{:.2}x** | {} |",
         10_000.0 / load * 1e3,
-        load / raw
+        load / raw,
+        loadavg()
     );
 
     println!("\n### Projection catch-up into a PostgreSQL read model\n");
@@ -562,7 +662,8 @@ async fn main() {
     );
 
     println!(
-        "\ntotal bench time: {:.0} s",
-        started.elapsed().as_secs_f64()
+        "\ntotal bench time: {:.0} s; load average at end: {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
     );
 }
