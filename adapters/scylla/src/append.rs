@@ -335,3 +335,70 @@ impl ScyllaStore {
         Ok(())
     }
 }
+
+/// An append stopped between claiming its positions and committing them, as
+/// a slow or crashed writer would be (feature `testing`).
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub struct PendingAppend {
+    store: ScyllaStore,
+    request: AppendRequest,
+    claim: Claim,
+    state: StreamState,
+}
+
+#[cfg(feature = "testing")]
+impl PendingAppend {
+    /// The first position claimed.
+    #[must_use]
+    pub fn first_position(&self) -> u64 {
+        self.claim.first
+    }
+
+    /// Commits at the claimed positions; when the claim can no longer be
+    /// used (a reader fenced it), appends again with fresh positions.
+    ///
+    /// # Errors
+    /// As [`orchestrix::store::EventStore::append`].
+    pub async fn commit(mut self) -> Result<AppendResult> {
+        let _guard = self.store.stream_lock(&self.request.stream_id).await;
+        if let Some(r) = self
+            .store
+            .commit_with_claim(&self.request, self.claim, &mut self.state)
+            .await?
+        {
+            return Ok(r);
+        }
+        drop(_guard);
+        self.store.append_one(self.request).await
+    }
+}
+
+#[cfg(feature = "testing")]
+impl ScyllaStore {
+    /// Validates `request`, checks its expectation and claims its positions,
+    /// but does not commit (feature `testing`): the building block of tests
+    /// that commit a lower position after a higher one, or never.
+    ///
+    /// # Errors
+    /// As [`orchestrix::store::EventStore::append`].
+    pub async fn begin_append(&self, request: AppendRequest) -> Result<PendingAppend> {
+        request.validate()?;
+        let state = self.stream_state(&request.stream_id, false).await?;
+        request
+            .expected
+            .check(&request.stream_id, state.head_u64()?)?;
+        let count = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
+        let claim = self
+            .inner
+            .alloc
+            .claim(request.stream_id.as_str(), count)
+            .await?;
+        Ok(PendingAppend {
+            store: self.clone(),
+            request,
+            claim,
+            state,
+        })
+    }
+}

@@ -15,6 +15,8 @@ mod ports;
 mod rows;
 mod tls;
 
+#[cfg(feature = "testing")]
+pub use append::PendingAppend;
 pub use config::{ConsistencyLevel, RetryConfig, ScyllaConfig, TlsMode};
 pub use error::ScyllaError;
 pub use schema::KeyspaceName;
