@@ -37,6 +37,18 @@ pub trait Publisher: Send + Sync + fmt::Debug + 'static {
     /// one. Events of one stream are given in revision order and must be
     /// published in that order (same partition, sequential).
     async fn publish(&self, events: &[RecordedEvent]) -> Result<()>;
+
+    /// The highest global position the bus already holds durably from this
+    /// publisher, when the bus can tell (`None`, the default, when it
+    /// cannot).
+    ///
+    /// A relay starts after the larger of its checkpoint and this position.
+    /// A publisher that commits each batch atomically (Kafka transactions)
+    /// answers it from the bus itself, so a crash between the bus's commit and
+    /// the relay's checkpoint does not publish the batch a second time.
+    async fn published_up_to(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Relay settings.
@@ -121,12 +133,25 @@ impl Relay {
             .checkpoint
             .clone()
             .unwrap_or_else(|| format!("relay:{}", publisher.name()));
-        let after = store
+        let checkpoint = store
             .backend()
             .checkpoints
             .load_checkpoint(&name)
             .await?
             .unwrap_or(0);
+        // What the bus already holds counts as published, checkpoint or not.
+        let after = match publisher.published_up_to().await? {
+            Some(on_bus) if on_bus > checkpoint => {
+                tracing::info!(
+                    relay = %name,
+                    checkpoint,
+                    on_bus,
+                    "the bus holds events past the relay's checkpoint; resuming after them"
+                );
+                on_bus
+            }
+            _ => checkpoint,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let (published_tx, published) = watch::channel(after);
         let (publisher_name, filter) = (publisher.name().to_owned(), config.filter.clone());

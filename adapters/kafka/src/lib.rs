@@ -8,6 +8,7 @@ pub mod error;
 pub mod ingest;
 pub mod message;
 pub mod publisher;
+pub mod transactional;
 
 pub use admin::ensure_topic;
 pub use config::KafkaConfig;
@@ -16,6 +17,7 @@ pub use error::{Error, Result};
 pub use ingest::{IngestAction, IngestBuilder};
 pub use message::{KafkaPosition, KafkaRecord};
 pub use publisher::{Delivered, KafkaPublisher};
+pub use transactional::TransactionalPublisher;
 
 /// The Kafka client this crate is built on, for settings and types it does
 /// not wrap.

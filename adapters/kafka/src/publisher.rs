@@ -88,7 +88,10 @@ pub fn encode_event(
     )
 }
 
-fn encode_to(topic: String, event: &RecordedEvent) -> orchestrix::Result<EncodedMessage> {
+pub(crate) fn encode_to(
+    topic: String,
+    event: &RecordedEvent,
+) -> orchestrix::Result<EncodedMessage> {
     // The codec's bytes as they are: no JSON parse and re-serialization.
     let ce = CloudEvent::from_recorded_opaque(event)?;
     let (headers, payload) = binary::encode(&ce, binary::KAFKA_PREFIX);
