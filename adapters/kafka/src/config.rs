@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 /// Default bootstrap broker.
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9092";
 
+/// Default of [`KafkaConfig::connect_timeout_ms`].
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
 /// Everything the adapter needs to reach and use a Kafka cluster.
 ///
 /// ```
@@ -37,6 +40,11 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     /// `client.id` reported to the brokers (shows in broker logs and quotas).
     pub client_id: String,
+    /// How long the first contact with the cluster (topic creation, a
+    /// consumer's start) may take before it fails with
+    /// [`Error::Unreachable`], which names the brokers. Also librdkafka's
+    /// `socket.connection.setup.timeout.ms`.
+    pub connect_timeout_ms: u64,
     /// How topics are named and created.
     pub topics: TopicConfig,
     /// Producer settings (publisher, dead letters).
@@ -58,6 +66,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: vec![DEFAULT_BROKER.to_owned()],
             client_id: "orchestrix".to_owned(),
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             topics: TopicConfig::default(),
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
@@ -82,6 +91,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("client_id", &self.client_id)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("topics", &self.topics)
             .field("producer", &self.producer)
             .field("consumer", &self.consumer)
@@ -504,16 +514,18 @@ fn check_template(what: &str, template: &str, allowed: &[&str]) -> Result<()> {
 
 impl KafkaConfig {
     /// Settings from a `kafka://host:port[,host:port...][?key=value...]` URL.
-    /// Keys: `client_id`, `group_id`, `prefix`, `partitions`, `replication`;
+    /// Keys: `client_id`, `group_id`, `prefix`, `partitions`, `replication`,
+    /// `connect_timeout_ms`;
     /// any key with a dot is a librdkafka property.
     ///
     /// # Errors
-    /// [`Error::Config`] for another scheme, no broker, or an unknown key.
+    /// [`Error::Url`] for another scheme or an unknown key, [`Error::Config`]
+    /// for no broker.
     pub fn from_url(url: &str) -> Result<Self> {
         let shown = orchestrix::url::redact(url);
         let Some(rest) = url.strip_prefix("kafka://") else {
-            return Err(Error::config(
-                format!("URL `{shown}`"),
+            return Err(Error::url(
+                shown,
                 "expected `kafka://host:port[,host:port]`",
             ));
         };
@@ -528,7 +540,7 @@ impl KafkaConfig {
             ..Self::default()
         };
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            let bad = |reason: String| Error::config(format!("URL `{shown}`"), reason);
+            let bad = |reason: String| Error::url(shown.clone(), reason);
             let int = |v: &str| {
                 v.parse::<i32>()
                     .map_err(|_| bad(format!("`{key}` must be an integer")))
@@ -539,12 +551,17 @@ impl KafkaConfig {
                 "prefix" => config.topics.prefix = value.into_owned(),
                 "partitions" => config.topics.partitions = int(&value)?,
                 "replication" => config.topics.replication = int(&value)?,
+                "connect_timeout_ms" => {
+                    config.connect_timeout_ms = value
+                        .parse()
+                        .map_err(|_| bad(format!("`{key}` must be an integer")))?;
+                }
                 k if k.contains('.') => {
                     config.librdkafka.insert(k.to_owned(), value.into_owned());
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown key `{other}` (known: client_id, group_id, prefix, partitions, replication, or a librdkafka property)"
+                        "unknown key `{other}` (known: client_id, group_id, prefix, partitions, replication, connect_timeout_ms, or a librdkafka property)"
                     )));
                 }
             }
@@ -576,6 +593,9 @@ impl KafkaConfig {
         )?;
         if sanitize_topic(&self.topics.template.replace(['{', '}'], "")).is_empty() {
             return Err(Error::config("topics.template", "is empty"));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(Error::config("connect_timeout_ms", "must be at least 1"));
         }
         if self.topics.partitions < 1 {
             return Err(Error::config("topics.partitions", "must be at least 1"));
@@ -637,6 +657,10 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.join(","));
         c.set("client.id", &self.client_id);
+        c.set(
+            "socket.connection.setup.timeout.ms",
+            self.connect_timeout_ms.max(1_000).to_string(),
+        );
         let s = &self.security;
         c.set("security.protocol", s.protocol.as_str());
         let optional = [
@@ -725,6 +749,12 @@ impl KafkaConfig {
         let mut c = self.common();
         self.overrides(&mut c);
         c
+    }
+
+    /// [`connect_timeout_ms`](Self::connect_timeout_ms) as a duration.
+    #[must_use]
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
     }
 
     /// The consumer group of a handler: the configured one, or
@@ -827,6 +857,40 @@ mod tests {
         ] {
             assert!(KafkaConfig::from_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// URL errors name the URL once, in one pair of backticks (they used to
+    /// read "invalid Kafka setting `URL `kafka://...``").
+    #[test]
+    fn url_errors_do_not_nest_backticks() {
+        for (url, reason) in [
+            ("nats://x:1", "expected `kafka://host:port[,host:port]`"),
+            ("kafka://a:1?nope=1", "unknown key `nope`"),
+            (
+                "kafka://a:1?partitions=x",
+                "`partitions` must be an integer",
+            ),
+        ] {
+            let err = KafkaConfig::from_url(url).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("invalid Kafka URL `{url}`: ")),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{text}");
+            assert!(!text.contains("``"), "{text}");
+            let core: orchestrix::Error = err.into();
+            let text = core.to_string();
+            assert!(
+                text.starts_with(&format!("invalid Kafka URL `{url}`: ")),
+                "{text}"
+            );
+            assert!(!text.contains("``"), "{text}");
+        }
+        let err = KafkaConfig::from_url("kafka://u:secret@a:1?nope=1").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let c = KafkaConfig::from_url("kafka://a:1?connect_timeout_ms=250").unwrap();
+        assert_eq!(c.connect_timeout(), Duration::from_millis(250));
     }
 
     #[test]

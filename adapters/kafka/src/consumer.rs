@@ -810,6 +810,7 @@ impl ConsumerBuilder {
         let name = processor.name().to_owned();
         let group = group_id.unwrap_or_else(|| config.group_for(&name));
         let config = Arc::new(config);
+        crate::admin::check_connection(&config).await?;
         if config.topics.create {
             let admin = crate::admin::Topics::new(&config)?;
             for t in &topics {

@@ -18,6 +18,25 @@ pub enum Error {
         /// Why, for a person.
         reason: String,
     },
+    /// A `kafka://` URL that cannot be used; nothing was started.
+    #[error("invalid Kafka URL `{url}`: {reason}")]
+    Url {
+        /// The URL, with any password replaced by `***`.
+        url: String,
+        /// Why, for a person.
+        reason: String,
+    },
+    /// No broker answered within [`KafkaConfig::connect_timeout_ms`](crate::KafkaConfig::connect_timeout_ms).
+    #[error("cannot reach the Kafka brokers {brokers} within {after:?} (transient): {source}")]
+    Unreachable {
+        /// The bootstrap brokers tried, comma-separated.
+        brokers: String,
+        /// How long the client tried.
+        after: std::time::Duration,
+        /// The client's error.
+        #[source]
+        source: orchestrix::BoxError,
+    },
     /// The Kafka client or a broker failed.
     #[error("Kafka {operation} failed{}: {source}", if *.transient { " (transient)" } else { "" })]
     Kafka {
@@ -48,6 +67,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn url(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Url {
+            url: url.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn kafka(operation: &'static str, error: KafkaError) -> Self {
         Self::Kafka {
             operation,
@@ -61,8 +87,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Kafka { transient, .. } => *transient,
+            Self::Unreachable { .. } => true,
             Self::Core(e) => e.is_transient(),
-            Self::Config { .. } | Self::WorkerGone { .. } => false,
+            Self::Config { .. } | Self::Url { .. } | Self::WorkerGone { .. } => false,
         }
     }
 }
@@ -74,11 +101,17 @@ impl From<Error> for orchestrix::Error {
             Error::Config { what, reason } => {
                 orchestrix::Error::invalid(format!("Kafka setting `{what}`"), reason)
             }
+            Error::Url { url, reason } => {
+                orchestrix::Error::invalid(format!("Kafka URL `{url}`"), reason)
+            }
             Error::Kafka {
                 operation,
                 transient,
                 source,
             } => orchestrix::Error::backend("kafka", operation, transient, source),
+            e @ Error::Unreachable { .. } => {
+                orchestrix::Error::backend("kafka", "connect", true, e.to_string())
+            }
             e @ Error::WorkerGone { .. } => {
                 orchestrix::Error::backend("kafka", "consume", false, e.to_string())
             }
