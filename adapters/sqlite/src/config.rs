@@ -64,13 +64,19 @@ impl fmt::Display for Synchronous {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqliteConfig {
-    /// The database file; created (with its parent directories) when missing
-    /// and `create_if_missing` is set. `:memory:` selects a private in-memory
-    /// database that lives as long as the store.
+    /// The database file; created when missing and `create_if_missing` is
+    /// set. Its directory must exist unless `create_dirs` is set.
+    /// `:memory:` selects a private in-memory database that lives as long as
+    /// the store.
     pub path: PathBuf,
-    /// Whether to create the file and its parent directories when they do not
-    /// exist; when `false`, opening a missing file fails.
+    /// Whether to create the file when it does not exist; when `false`,
+    /// opening a missing file fails.
     pub create_if_missing: bool,
+    /// Whether to create the file's missing parent directories (URL option
+    /// `?create_dirs=true`). Off by default, so that a mistyped path fails
+    /// with an error naming the missing directory instead of creating a tree
+    /// somewhere unexpected.
+    pub create_dirs: bool,
     /// How long, in milliseconds, a statement waits for a lock held by another
     /// connection or process before failing with `SQLITE_BUSY` (reported as a
     /// transient backend error).
@@ -99,6 +105,7 @@ impl Default for SqliteConfig {
         Self {
             path: PathBuf::from("orchestrix.db"),
             create_if_missing: true,
+            create_dirs: false,
             busy_timeout_ms: 5_000,
             synchronous: Synchronous::Normal,
             read_pool_size: 4,
@@ -126,20 +133,27 @@ impl SqliteConfig {
         Self::new(MEMORY_PATH)
     }
 
-    /// The config for a `sqlite://PATH` or `sqlite::memory:` URL.
+    /// The config for a `sqlite://PATH[?create_dirs=true]` or
+    /// `sqlite::memory:` URL.
     ///
     /// ```
     /// use orchestrix::url::BackendUrl;
     /// use orchestrix_sqlite::SqliteConfig;
     /// let c = SqliteConfig::from_url(&BackendUrl::parse("sqlite://data/app.db")?)?;
     /// assert_eq!(c.path, std::path::Path::new("data/app.db"));
+    /// assert!(!c.create_dirs);
+    /// let c = SqliteConfig::from_url(&BackendUrl::parse("sqlite://data/app.db?create_dirs=true")?)?;
+    /// assert_eq!(c.path, std::path::Path::new("data/app.db"));
+    /// assert!(c.create_dirs);
+    /// assert!(SqliteConfig::from_url(&BackendUrl::parse("sqlite://x.db?nope=1")?).is_err());
     /// assert!(SqliteConfig::from_url(&BackendUrl::parse("sqlite::memory:")?)?.is_in_memory());
     /// assert!(SqliteConfig::from_url(&BackendUrl::parse("memory://")?).is_err());
     /// # Ok::<(), orchestrix::Error>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when the URL is not a `sqlite` URL.
+    /// [`Error::InvalidInput`] when the URL is not a `sqlite` URL or has an
+    /// unknown option.
     pub fn from_url(url: &BackendUrl) -> Result<Self> {
         if url.scheme() != Scheme::Sqlite {
             return Err(Error::invalid(
@@ -150,7 +164,29 @@ impl SqliteConfig {
                 ),
             ));
         }
-        Ok(Self::new(url.rest()))
+        let (path, query) = url.rest().split_once('?').unwrap_or((url.rest(), ""));
+        let mut config = Self::new(path);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let flag = |value: &str| match value {
+                "true" | "1" | "" => Ok(true),
+                "false" | "0" => Ok(false),
+                other => Err(Error::invalid(
+                    format!("backend URL `{url}`"),
+                    format!("`{key}` takes true or false, not `{other}`"),
+                )),
+            };
+            match key {
+                "create_dirs" => config.create_dirs = flag(value)?,
+                other => {
+                    return Err(Error::invalid(
+                        format!("backend URL `{url}`"),
+                        format!("unknown option `{other}` (known: create_dirs)"),
+                    ));
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Whether this selects an in-memory database.

@@ -209,7 +209,17 @@ fn open_writer(config: &SqliteConfig) -> Result<Connection> {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if config.create_if_missing {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
-            if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                if !config.create_dirs {
+                    return Err(backend(
+                        "open",
+                        SqliteError::MissingDirectory {
+                            path: dir.display().to_string(),
+                        },
+                    ));
+                }
                 fs::create_dir_all(dir).map_err(|source| {
                     backend(
                         "open",

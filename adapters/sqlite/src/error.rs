@@ -28,6 +28,15 @@ pub enum SqliteError {
         #[source]
         source: std::io::Error,
     },
+    /// The directory of the database file does not exist (and
+    /// [`SqliteConfig::create_dirs`](crate::SqliteConfig::create_dirs) is off).
+    #[error(
+        "the directory {path} of the database file does not exist; create it, or add `?create_dirs=true` to the URL (`create_dirs` in the config)"
+    )]
+    MissingDirectory {
+        /// The missing directory.
+        path: String,
+    },
     /// The database was migrated by a newer build of Orchestrix.
     #[error(
         "the database schema is at version {found}, newer than the {known} this build knows; upgrade orchestrix-sqlite"

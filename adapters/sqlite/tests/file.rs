@@ -33,7 +33,12 @@ async fn data_survives_a_reopen_and_migrations_run_once() {
     let path = dir.path().join("nested/dirs/orchestrix.db");
     let s = stream();
     let head = {
-        let store = SqliteStore::open_path(&path).await.unwrap();
+        // Missing directories are created only when asked for.
+        let config = SqliteConfig {
+            create_dirs: true,
+            ..SqliteConfig::new(&path)
+        };
+        let store = SqliteStore::open(config).await.unwrap();
         let r = append(&store, &s, ExpectedRevision::NoStream, 3).await;
         store.save_checkpoint("p", r.last_position).await.unwrap();
         r.last_position
@@ -184,6 +189,32 @@ async fn opening_a_missing_file_without_create_fails() {
     assert!(!db_path(&dir).exists());
 }
 
+/// A path whose directory does not exist fails with an error naming the
+/// directory, and creates nothing (it used to create the whole tree);
+/// `?create_dirs=true` opts in to creating it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_directory_is_an_error_unless_create_dirs_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexistent").join("dir");
+    let url = format!("sqlite://{}", missing.join("x.db").display());
+    let config = SqliteConfig::from_url(&BackendUrl::parse(&url).unwrap()).unwrap();
+    let err = SqliteStore::open(config).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(text.contains("create_dirs=true"), "{text}");
+    assert!(!err.is_transient());
+    assert!(!missing.exists(), "nothing may be created");
+    assert!(!dir.path().join("nonexistent").exists());
+
+    let config =
+        SqliteConfig::from_url(&BackendUrl::parse(&format!("{url}?create_dirs=true")).unwrap())
+            .unwrap();
+    let store = SqliteStore::open(config).await.unwrap();
+    drop(store);
+    assert!(missing.join("x.db").exists());
+}
+
 /// The async runtime keeps running while the writer is busy: SQLite work
 /// happens on the connection threads, never on a runtime thread.
 #[tokio::test(flavor = "current_thread")]
@@ -220,6 +251,7 @@ fn config_round_trips_and_rejects_unknown_fields() {
     let example = r#"{
         "path": "data/orchestrix.db",
         "create_if_missing": true,
+        "create_dirs": false,
         "busy_timeout_ms": 2000,
         "synchronous": "FULL",
         "read_pool_size": 2,
