@@ -31,6 +31,10 @@ cargo clippy -p orchestrix-testkit --features containers --all-targets --locked 
 cargo nextest run -p orchestrix-testkit --features containers --locked --profile "$profile" -E 'test(/^containers::/)'
 step "docker/ files (no Docker engine here: YAML, compose and manifest checks)"
 bash docker/validate.sh
-step "doc tests"
+step "doc tests (the guide's code included)"
 cargo test --workspace --doc --locked
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+step "README commands"
+bash tests/readme-commands.sh
 step "done"

@@ -1,7 +1,7 @@
 //! Modules and the application that wires them.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,19 +11,53 @@ use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::event::Command;
 use crate::executor::{CommandContext, CommandExecutor, CommandOutcome, ExecutorConfig};
+use crate::runtime::view::{MemoryReadModels, ReadModel, ReadModelStore, View, ViewProjection};
+use crate::runtime::{
+    BackgroundTask, ConsumerConfig, EventHandler, Registrations, TransactionalProjection,
+};
+use crate::saga::{Saga, SagaConfig, SagaEngine};
 use crate::store::Store;
 
-/// A bounded context: registers its aggregates (and, with the runtime, its
-/// projections and sagas) with an [`ApplicationBuilder`].
+/// A bounded context: registers its aggregates, projections and sagas with
+/// the same chaining calls as an application does.
+///
+/// ```
+/// # use orchestrix::{Aggregate, Command, Event};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+/// # #[event(prefix = "com.acme.counter")]
+/// # enum CounterEvent { Incremented { by: u32 } }
+/// # #[derive(Command)] struct Increment { id: String }
+/// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+/// # #[derive(Default, Serialize, Deserialize)] struct Counter;
+/// # impl Aggregate for Counter {
+/// #     const CATEGORY: &'static str = "counter";
+/// #     type Command = Increment; type Event = CounterEvent; type Error = Never;
+/// #     fn handle(&self, _: &Increment) -> Result<Vec<CounterEvent>, Never> { Ok(vec![CounterEvent::Incremented { by: 1 }]) }
+/// #     fn apply(&mut self, _: &CounterEvent) {}
+/// # }
+/// use orchestrix::{Application, ApplicationBuilder, Module, Store};
+///
+/// struct Counting;
+/// impl Module for Counting {
+///     fn name(&self) -> &str { "counting" }              // CloudEvents source `/counting`
+///     fn register(&self, app: ApplicationBuilder) -> ApplicationBuilder {
+///         app.aggregate::<Counter>()                     // .projection(..).saga(..) likewise
+///     }
+/// }
+///
+/// let app = Application::builder(Store::memory()).module(Counting).build()?;
+/// assert_eq!(app.modules(), ["counting"]);
+/// # Ok::<(), orchestrix::Error>(())
+/// ```
 pub trait Module: Send + Sync + 'static {
     /// The module's name, used as the default CloudEvents `source` (`/{name}`).
     fn name(&self) -> &str;
 
-    /// Registers everything the module offers.
-    ///
-    /// # Errors
-    /// A registration error, e.g. a command type registered twice.
-    fn register(&self, app: &mut ApplicationBuilder) -> Result<()>;
+    /// Registers everything the module offers, by chaining the builder's
+    /// calls. Registration errors are collected by the builder and returned
+    /// by [`ApplicationBuilder::build`].
+    fn register(&self, app: ApplicationBuilder) -> ApplicationBuilder;
 }
 
 type Erased = Arc<
@@ -38,14 +72,31 @@ struct Handler {
     executor: Arc<dyn Any + Send + Sync>,
 }
 
-/// Collects modules and aggregates into an [`Application`].
+/// Collects aggregates, projections, sagas, handlers and modules into an
+/// [`Application`]. Every call chains; errors are collected and returned by
+/// [`build`](Self::build):
+///
+/// ```text
+/// Application::builder(store)
+///     .aggregate::<Account>()
+///     .projection(Balances)
+///     .saga(TransferSaga::default())
+///     .module(Notifications)
+///     .build()?
+/// ```
 pub struct ApplicationBuilder {
     store: Store,
     defaults: ExecutorConfig,
+    consumer_defaults: ConsumerConfig,
+    saga_defaults: SagaConfig,
     handlers: HashMap<TypeId, Handler>,
     modules: Vec<String>,
     current_source: Option<String>,
-    extensions: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    registrations: Registrations,
+    sagas: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    views: HashSet<TypeId>,
+    read_models: Arc<dyn ReadModelStore>,
+    errors: Vec<Error>,
 }
 
 impl fmt::Debug for ApplicationBuilder {
@@ -53,6 +104,8 @@ impl fmt::Debug for ApplicationBuilder {
         f.debug_struct("ApplicationBuilder")
             .field("store", &self.store)
             .field("modules", &self.modules)
+            .field("registrations", &self.registrations)
+            .field("errors", &self.errors.len())
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +117,13 @@ impl ApplicationBuilder {
         &self.store
     }
 
+    fn collect(mut self, result: Result<()>) -> Self {
+        if let Err(e) = result {
+            self.errors.push(e);
+        }
+        self
+    }
+
     /// Default executor settings for aggregates registered after this call.
     #[must_use]
     pub fn executor_defaults(mut self, config: ExecutorConfig) -> Self {
@@ -71,24 +131,48 @@ impl ApplicationBuilder {
         self
     }
 
-    /// Registers a module.
-    ///
-    /// # Errors
-    /// The module's registration error.
-    pub fn module(mut self, module: impl Module) -> Result<Self> {
-        self.current_source = Some(format!("/{}", module.name()));
-        let result = module.register(&mut self);
-        self.current_source = None;
-        result?;
-        self.modules.push(module.name().to_owned());
-        Ok(self)
+    /// Default consumer settings (partitions, retries, start position) for
+    /// projections, sagas and handlers registered after this call.
+    #[must_use]
+    pub fn consumer_defaults(mut self, config: ConsumerConfig) -> Self {
+        self.consumer_defaults = config;
+        self
+    }
+
+    /// Default saga engine settings (clock, timer interval) for sagas
+    /// registered after this call.
+    #[must_use]
+    pub fn saga_defaults(mut self, config: SagaConfig) -> Self {
+        self.saga_defaults = config;
+        self
+    }
+
+    /// Where typed projections ([`View`]s) registered after this call keep
+    /// their rows; [`MemoryReadModels`](crate::runtime::MemoryReadModels) by
+    /// default.
+    #[must_use]
+    pub fn read_models(mut self, store: Arc<dyn ReadModelStore>) -> Self {
+        self.read_models = store;
+        self
+    }
+
+    /// Registers a module: it chains its own registrations; aggregates it
+    /// registers get the CloudEvents source `/{name}`.
+    #[must_use]
+    pub fn module(mut self, module: impl Module) -> Self {
+        let name = module.name().to_owned();
+        let outer = self.current_source.replace(format!("/{name}"));
+        let mut this = module.register(self);
+        this.current_source = outer;
+        this.modules.push(name);
+        this
     }
 
     /// Registers an aggregate with the default executor settings.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when its command type is already registered.
-    pub fn aggregate<A: Aggregate>(&mut self) -> Result<&mut Self> {
+    /// [`build`](Self::build) fails when its command type is already
+    /// registered.
+    #[must_use]
+    pub fn aggregate<A: Aggregate>(self) -> Self {
         let mut config = self.defaults.clone();
         if let Some(source) = &self.current_source {
             config.source.clone_from(source);
@@ -97,10 +181,13 @@ impl ApplicationBuilder {
     }
 
     /// Registers an aggregate with its own executor settings.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when its command type is already registered.
-    pub fn aggregate_with<A: Aggregate>(&mut self, config: ExecutorConfig) -> Result<&mut Self> {
+    #[must_use]
+    pub fn aggregate_with<A: Aggregate>(mut self, config: ExecutorConfig) -> Self {
+        let result = self.add_aggregate::<A>(config);
+        self.collect(result)
+    }
+
+    fn add_aggregate<A: Aggregate>(&mut self, config: ExecutorConfig) -> Result<()> {
         crate::id::validate_category(A::CATEGORY)?;
         let key = TypeId::of::<A::Command>();
         if let Some(existing) = self.handlers.get(&key) {
@@ -131,35 +218,186 @@ impl ApplicationBuilder {
                 executor: Arc::new(executor),
             },
         );
-        Ok(self)
+        Ok(())
     }
 
-    /// Stores a value for later components (the runtime keeps its projections
-    /// and sagas here).
-    pub fn set_extension<T: Any + Send + Sync>(&mut self, value: T) {
-        self.extensions.insert(TypeId::of::<T>(), Box::new(value));
+    /// Registers a projection under the default consumer settings: a typed
+    /// [`View`] (its rows in the [`read_models`](Self::read_models) store,
+    /// queried with [`Application::read_model`]), or an untyped
+    /// [`Projection`](crate::runtime::Projection) as `Arc<P>` (connectors,
+    /// hand-written read models).
+    #[must_use]
+    pub fn projection(self, projection: impl IntoProjection) -> Self {
+        let config = self.consumer_defaults.clone();
+        self.projection_with(projection, config)
     }
 
-    /// A stored value, created with `Default` when absent.
-    pub fn extension_mut<T: Any + Send + Sync + Default>(&mut self) -> &mut T {
-        self.extensions
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Box::new(T::default()))
-            .downcast_mut::<T>()
-            .unwrap_or_else(|| unreachable!("extension map is keyed by TypeId"))
+    /// Registers a projection under its own consumer settings.
+    #[must_use]
+    pub fn projection_with(
+        mut self,
+        projection: impl IntoProjection,
+        config: ConsumerConfig,
+    ) -> Self {
+        let result = projection.register(&mut self, config);
+        self.collect(result)
+    }
+
+    /// Registers an exactly-once
+    /// [`TransactionalProjection`](crate::runtime::TransactionalProjection)
+    /// (read model and checkpoint in one transaction of its database).
+    #[must_use]
+    pub fn transactional_projection(
+        mut self,
+        projection: Arc<dyn TransactionalProjection>,
+    ) -> Self {
+        let config = self.consumer_defaults.clone();
+        let result = self.registrations.add_transactional(projection, config);
+        self.collect(result)
+    }
+
+    /// Registers a saga with the default saga and consumer settings; its
+    /// engine is [`Application::saga`].
+    ///
+    /// At [`Runtime::start`](crate::runtime::Runtime::start) a consumer named
+    /// `saga-{NAME}` feeds it the events of [`Saga::filter`], and a background
+    /// task `saga-{NAME}-timers` finishes interrupted compensations and fires
+    /// due timeouts until shutdown.
+    #[must_use]
+    pub fn saga<S: Saga>(self, saga: S) -> Self {
+        let (config, consumer) = (self.saga_defaults.clone(), self.consumer_defaults.clone());
+        self.saga_with(saga, config, consumer)
+    }
+
+    /// Registers a saga with its own engine and consumer settings.
+    #[must_use]
+    pub fn saga_with<S: Saga>(
+        mut self,
+        saga: S,
+        config: SagaConfig,
+        consumer: ConsumerConfig,
+    ) -> Self {
+        let result = crate::saga::registry::register(
+            &mut self.registrations,
+            &self.store,
+            saga,
+            config,
+            consumer,
+        )
+        .and_then(|engine| {
+            if self
+                .sagas
+                .insert(TypeId::of::<S>(), Arc::new(engine))
+                .is_some()
+            {
+                return Err(Error::invalid(
+                    format!("registration of saga `{}`", S::NAME),
+                    "this saga type is already registered",
+                ));
+            }
+            Ok(())
+        });
+        self.collect(result)
+    }
+
+    /// Registers an event handler (a notifier, a connector) to run in its
+    /// own consumer under the default consumer settings.
+    #[must_use]
+    pub fn handler(mut self, handler: Arc<dyn EventHandler>) -> Self {
+        let config = self.consumer_defaults.clone();
+        let result = self.registrations.add_handler(handler, config);
+        self.collect(result)
+    }
+
+    /// Registers a handler built at start from the application (for handlers
+    /// that send commands through it), under `config`. Its name is checked
+    /// for clashes at start.
+    #[must_use]
+    pub fn handler_with<F>(mut self, config: ConsumerConfig, factory: F) -> Self
+    where
+        F: Fn(&Application) -> Result<Arc<dyn EventHandler>> + Send + Sync + 'static,
+    {
+        self.registrations
+            .add_handler_with(config, Arc::new(factory));
+        self
+    }
+
+    /// Registers a [`BackgroundTask`] started and stopped with the runtime.
+    #[must_use]
+    pub fn task(mut self, task: Arc<dyn BackgroundTask>) -> Self {
+        let result = self.registrations.add_task(task);
+        self.collect(result)
+    }
+
+    /// Records an error of the caller's own (say, a module's setup), returned
+    /// by [`build`](Self::build).
+    #[must_use]
+    pub fn error(mut self, error: Error) -> Self {
+        self.errors.push(error);
+        self
     }
 
     /// Finishes the application.
-    #[must_use]
-    pub fn build(self) -> Application {
-        Application {
+    ///
+    /// # Errors
+    /// The registration errors: the only one as is, several as one
+    /// [`Error::InvalidInput`] listing them all.
+    pub fn build(mut self) -> Result<Application> {
+        match self.errors.len() {
+            0 => {}
+            1 => return Err(self.errors.remove(0)),
+            n => {
+                let reasons: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+                return Err(Error::invalid(
+                    "application",
+                    format!("{n} registration errors: {}", reasons.join("; ")),
+                ));
+            }
+        }
+        Ok(Application {
             inner: Arc::new(Inner {
                 store: self.store,
                 handlers: self.handlers,
                 modules: self.modules,
-                extensions: self.extensions,
+                registrations: self.registrations,
+                sagas: self.sagas,
+                views: self.views,
+                read_models: self.read_models,
             }),
-        }
+        })
+    }
+}
+
+/// What [`ApplicationBuilder::projection`] accepts: a typed [`View`], or an
+/// untyped [`Projection`](crate::runtime::Projection) as `Arc<P>`.
+pub trait IntoProjection {
+    /// Adds itself to `builder`'s registrations under `config`.
+    ///
+    /// # Errors
+    /// A name registered twice.
+    fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()>;
+}
+
+impl<V: View> IntoProjection for V {
+    fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()> {
+        let projection = ViewProjection::new(self, builder.read_models.clone());
+        builder
+            .registrations
+            .add_projection(Arc::new(projection), config)?;
+        builder.views.insert(TypeId::of::<V>());
+        Ok(())
+    }
+}
+
+impl<P: crate::runtime::Projection> IntoProjection for Arc<P> {
+    fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()> {
+        builder.registrations.add_projection(self, config)
+    }
+}
+
+impl IntoProjection for Arc<dyn crate::runtime::Projection> {
+    fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()> {
+        builder.registrations.add_projection(self, config)
     }
 }
 
@@ -167,7 +405,10 @@ struct Inner {
     store: Store,
     handlers: HashMap<TypeId, Handler>,
     modules: Vec<String>,
-    extensions: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    registrations: Registrations,
+    sagas: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    views: HashSet<TypeId>,
+    read_models: Arc<dyn ReadModelStore>,
 }
 
 /// Commands in, events out: the wired application. Cheap to clone.
@@ -178,8 +419,7 @@ struct Inner {
 /// # #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 /// # #[event(prefix = "com.acme.counter")]
 /// # enum CounterEvent { Incremented { by: u32 } }
-/// # struct Increment { id: String, by: u32 }
-/// # impl Command for Increment { fn aggregate_id(&self) -> String { self.id.clone() } }
+/// # #[derive(Command)] #[command(id = id)] struct Increment { id: String, by: u32 }
 /// # #[derive(Debug, thiserror::Error)] #[error("zero")] struct Zero;
 /// # #[derive(Default, Serialize, Deserialize)] struct Counter { value: u64 }
 /// # impl Aggregate for Counter {
@@ -191,9 +431,7 @@ struct Inner {
 /// # }
 /// use orchestrix::{Application, Store};
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let mut builder = Application::builder(Store::memory());
-/// builder.aggregate::<Counter>()?;
-/// let app = builder.build();
+/// let app = Application::builder(Store::memory()).aggregate::<Counter>().build()?;
 /// let outcome = app.execute(Increment { id: "c1".into(), by: 2 }).await?;
 /// assert_eq!(outcome.revision, Some(0));
 /// assert!(app.execute(Increment { id: "c1".into(), by: 0 }).await.is_err());
@@ -230,10 +468,16 @@ impl Application {
         ApplicationBuilder {
             store,
             defaults: ExecutorConfig::default(),
+            consumer_defaults: ConsumerConfig::default(),
+            saga_defaults: SagaConfig::default(),
             handlers: HashMap::new(),
             modules: Vec::new(),
             current_source: None,
-            extensions: HashMap::new(),
+            registrations: Registrations::default(),
+            sagas: HashMap::new(),
+            views: HashSet::new(),
+            read_models: Arc::new(MemoryReadModels::default()),
+            errors: Vec::new(),
         }
     }
 
@@ -297,12 +541,47 @@ impl Application {
         self.executor::<A>()?.load(id).await
     }
 
-    /// A value stored by a component at build time.
+    /// What was registered with the runtime (projections, sagas, handlers,
+    /// tasks): what [`Runtime::start`](crate::runtime::Runtime::start) starts.
     #[must_use]
-    pub fn extension<T: Any + Send + Sync>(&self) -> Option<&T> {
+    pub fn registrations(&self) -> &Registrations {
+        &self.inner.registrations
+    }
+
+    /// The engine of saga `S` (status queries, `catch_up` in tests).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `S` is not registered.
+    pub fn saga<S: Saga>(&self) -> Result<SagaEngine<S>> {
         self.inner
-            .extensions
-            .get(&TypeId::of::<T>())
-            .and_then(|b| b.downcast_ref())
+            .sagas
+            .get(&TypeId::of::<S>())
+            .and_then(|e| e.downcast_ref::<SagaEngine<S>>())
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("saga `{}` (register it with `.saga(..)`)", S::NAME),
+            })
+    }
+
+    /// The query side of the typed projection `V`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `V` is not registered.
+    pub fn read_model<V: View>(&self) -> Result<ReadModel<V>> {
+        if !self.inner.views.contains(&TypeId::of::<V>()) {
+            return Err(Error::NotFound {
+                what: format!(
+                    "read model `{}` (register it with `.projection(..)`)",
+                    V::NAME
+                ),
+            });
+        }
+        Ok(ReadModel::new(self.inner.read_models.clone()))
+    }
+
+    /// The store of the typed read models.
+    #[must_use]
+    pub fn read_model_store(&self) -> &Arc<dyn ReadModelStore> {
+        &self.inner.read_models
     }
 }

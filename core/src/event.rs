@@ -120,6 +120,31 @@ pub fn __retag<E: DeserializeOwned>(
 
 /// A command: an intention to change one aggregate.
 ///
+/// Usually derived: `#[derive(Command)]` takes the aggregate id from the field
+/// named by `#[command(id = field)]` and names each command after its
+/// variant, so that logs, metrics and errors say `Pay`, not `OrderCommand`:
+///
+/// ```
+/// use orchestrix::Command;
+///
+/// #[derive(Command)]
+/// #[command(id = order)]
+/// enum OrderCommand {
+///     Place { order: String, total: u64 },
+///     Pay { order: String },
+///     #[command(id = ticket)]
+///     Escalate { ticket: String, order: String },
+/// }
+///
+/// let pay = OrderCommand::Pay { order: "o-1".into() };
+/// assert_eq!(pay.aggregate_id(), "o-1");
+/// assert_eq!(pay.command_type(), "Pay");
+/// let escalate = OrderCommand::Escalate { ticket: "t-9".into(), order: "o-1".into() };
+/// assert_eq!(escalate.aggregate_id(), "t-9");
+/// ```
+///
+/// By hand:
+///
 /// ```
 /// use orchestrix::Command;
 /// struct Deposit { account: String, amount: u64 }
@@ -133,7 +158,8 @@ pub trait Command: Send + Sync + 'static {
     /// stream id after the category).
     fn aggregate_id(&self) -> String;
 
-    /// A name for logs, spans and metrics; the Rust type name by default.
+    /// A name for logs, spans, metrics and errors; the Rust type name by
+    /// default, the variant's name when derived.
     fn command_type(&self) -> &'static str {
         let full = std::any::type_name::<Self>();
         full.rsplit("::").next().unwrap_or(full)

@@ -19,14 +19,15 @@ pub mod upcast;
 pub mod url;
 
 pub use aggregate::Aggregate;
-pub use app::{Application, ApplicationBuilder, Module};
+pub use app::{Application, ApplicationBuilder, IntoProjection, Module};
 pub use cloudevent::CloudEvent;
 pub use error::{BoxError, Error, ErrorClass, Result};
 pub use event::{Command, Event, EventRecord, EventTypeInfo, Metadata, RecordedEvent};
 pub use executor::{CommandContext, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use id::StreamId;
 pub use runtime::{
-    Consumer, ConsumerConfig, DeadLetters, EventHandler, Projection, ProjectionRunner, Runtime,
+    Consumer, ConsumerConfig, DeadLetters, EventHandler, Projection, ProjectionRunner, ReadModel,
+    Runtime, View,
 };
 pub use saga::{Saga, SagaEngine, SagaStatus, SagaStep};
 pub use store::dispatch::Store;
@@ -34,7 +35,7 @@ pub use store::{Direction, ExpectedRevision, Filter};
 pub use upcast::Upcasters;
 
 #[cfg(feature = "derive")]
-pub use orchestrix_macros::Event;
+pub use orchestrix_macros::{Command, Event};
 
 /// Support for the derive macros; not a public API.
 #[doc(hidden)]

@@ -372,10 +372,16 @@ async fn upcasters_apply_when_loading_aggregates() {
 
 #[tokio::test]
 async fn the_application_dispatches_by_command_type_and_refuses_double_registration() {
-    let mut builder = Application::builder(Store::memory());
-    builder.aggregate::<Account>().unwrap();
-    assert!(builder.aggregate::<Account>().is_err());
-    let app = builder.build();
+    let err = Application::builder(Store::memory())
+        .aggregate::<Account>()
+        .aggregate::<Account>()
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("already handled"), "{err}");
+    let app = Application::builder(Store::memory())
+        .aggregate::<Account>()
+        .build()
+        .unwrap();
     app.execute(open("x")).await.unwrap();
     struct Unhandled;
     impl Command for Unhandled {

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use orchestrix::runtime::{
-    self, BackgroundTask, ConsumerConfig, Delivery, EventHandler, Projection, Registrations,
-    Runtime, Shutdown,
+    BackgroundTask, ConsumerConfig, Delivery, EventHandler, Projection, Runtime, Shutdown,
 };
 use orchestrix::{Application, ApplicationBuilder, Error, Module, RecordedEvent, Result, Store};
 use runtime_support::{append, stream, within};
@@ -84,26 +83,21 @@ impl Module for Shop {
         "shop"
     }
 
-    fn register(&self, app: &mut ApplicationBuilder) -> Result<()> {
-        runtime::register_projection(
-            app,
-            self.count.clone(),
-            ConsumerConfig::default().partitions(4),
-        )?;
-        runtime::register_task(app, self.ticker.clone())?;
+    fn register(&self, app: ApplicationBuilder) -> ApplicationBuilder {
         let slot = self.notifier.clone();
-        runtime::register_handler_with(
-            app,
-            ConsumerConfig::default().partitions(2),
-            move |app: &Application| {
-                let notifier = Arc::new(Notifier {
-                    modules: app.modules().to_vec(),
-                    seen: AtomicU64::new(0),
-                });
-                *slot.lock().unwrap() = Some(notifier.clone());
-                Ok(notifier as Arc<dyn EventHandler>)
-            },
-        )
+        app.projection_with(self.count.clone(), ConsumerConfig::default().partitions(4))
+            .task(self.ticker.clone())
+            .handler_with(
+                ConsumerConfig::default().partitions(2),
+                move |app: &Application| {
+                    let notifier = Arc::new(Notifier {
+                        modules: app.modules().to_vec(),
+                        seen: AtomicU64::new(0),
+                    });
+                    *slot.lock().unwrap() = Some(notifier.clone());
+                    Ok(notifier as Arc<dyn EventHandler>)
+                },
+            )
     }
 }
 
@@ -121,10 +115,10 @@ async fn modules_register_projections_handlers_and_tasks_and_the_runtime_runs_th
             ticker: ticker.clone(),
             notifier: notifier.clone(),
         })
-        .unwrap()
-        .build();
+        .build()
+        .unwrap();
     assert_eq!(
-        app.extension::<Registrations>().unwrap().names(),
+        app.registrations().names(),
         vec!["count".to_owned(), "ticker".to_owned()]
     );
 
@@ -171,45 +165,51 @@ async fn modules_register_projections_handlers_and_tasks_and_the_runtime_runs_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_must_be_unique() {
-    let mut builder = Application::builder(Store::memory());
     let count = Arc::new(Count {
         name: "dup".into(),
         ..Default::default()
     });
-    runtime::register_projection(&mut builder, count.clone(), ConsumerConfig::default()).unwrap();
-    let err = runtime::register_projection(&mut builder, count.clone(), ConsumerConfig::default())
+    let err = Application::builder(Store::memory())
+        .projection(count.clone())
+        .projection(count.clone())
+        .build()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains("dup"), "{err}");
+
+    // Several errors are collected and returned together by `build`.
+    let err = Application::builder(Store::memory())
+        .projection(count.clone())
+        .projection(count.clone())
+        .task(Arc::new(Ticker::default()))
+        .task(Arc::new(Ticker::default()))
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("2 registration errors"), "{text}");
+    assert!(
+        text.contains("`dup`") && text.contains("`ticker`"),
+        "{text}"
+    );
 
     // A factory-built handler is checked at start.
-    runtime::register_handler_with(
-        &mut builder,
-        ConsumerConfig::default(),
-        |_: &Application| {
-            Ok(Arc::new(Notifier {
-                modules: Vec::new(),
-                seen: AtomicU64::new(0),
-            }) as Arc<dyn EventHandler>)
-        },
-    )
-    .unwrap();
-    runtime::register_handler_with(
-        &mut builder,
-        ConsumerConfig::default(),
-        |_: &Application| {
-            Ok(Arc::new(Notifier {
-                modules: Vec::new(),
-                seen: AtomicU64::new(0),
-            }) as Arc<dyn EventHandler>)
-        },
-    )
-    .unwrap();
-    let app = builder.build();
+    let notifier = |_: &Application| {
+        Ok(Arc::new(Notifier {
+            modules: Vec::new(),
+            seen: AtomicU64::new(0),
+        }) as Arc<dyn EventHandler>)
+    };
+    let app = Application::builder(Store::memory())
+        .projection(count.clone())
+        .handler_with(ConsumerConfig::default(), notifier)
+        .handler_with(ConsumerConfig::default(), notifier)
+        .build()
+        .unwrap();
     let err = Runtime::start(&app).await.unwrap_err();
     assert!(err.to_string().contains("notifier"), "{err}");
 
     // An application with nothing registered starts an empty runtime.
-    let empty = Runtime::start(&Application::builder(Store::memory()).build())
+    let empty = Runtime::start(&Application::builder(Store::memory()).build().unwrap())
         .await
         .unwrap();
     assert!(empty.monitors().is_empty());

@@ -328,10 +328,11 @@ impl EventStore for Flaky {
 }
 
 fn app_on(store: Store) -> Application {
-    let mut builder = Application::builder(store);
-    builder.aggregate::<Request>().unwrap();
-    builder.aggregate::<Resource>().unwrap();
-    builder.build()
+    Application::builder(store)
+        .aggregate::<Request>()
+        .aggregate::<Resource>()
+        .build()
+        .unwrap()
 }
 
 fn clock() -> ManualClock {
@@ -850,15 +851,18 @@ fn runtime_app(
     memory: &Arc<MemoryStore>,
     clock: &ManualClock,
 ) -> (Application, SagaEngine<Booking>) {
-    let mut builder = Application::builder(Store::new(Backend::from_all(memory.clone())));
-    builder.aggregate::<Request>().unwrap();
-    builder.aggregate::<Resource>().unwrap();
     let config = SagaConfig::default()
         .with_clock(clock.clone())
         .with_timer_interval(Duration::from_millis(10));
     let consumer = ConsumerConfig::default().partitions(4).checkpoint_every(1);
-    let engine = saga::register(&mut builder, Booking, config, consumer).unwrap();
-    (builder.build(), engine)
+    let app = Application::builder(Store::new(Backend::from_all(memory.clone())))
+        .aggregate::<Request>()
+        .aggregate::<Resource>()
+        .saga_with(Booking, config, consumer)
+        .build()
+        .unwrap();
+    let engine = app.saga::<Booking>().unwrap();
+    (app, engine)
 }
 
 async fn wait_for_status(engine: &SagaEngine<Booking>, order: &str, status: SagaStatus) {

@@ -160,9 +160,10 @@ async fn every_layer_records_its_metrics() {
     orchestrix::telemetry::metrics::describe();
 
     let store = Store::memory();
-    let mut builder = Application::builder(store.clone());
-    builder.aggregate::<Tally>().unwrap();
-    let app = builder.build();
+    let app = Application::builder(store.clone())
+        .aggregate::<Tally>()
+        .build()
+        .unwrap();
     for id in ["a", "b", "poison"] {
         app.execute(TallyCommand::Add(id.into())).await.unwrap();
     }

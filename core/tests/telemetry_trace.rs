@@ -149,9 +149,10 @@ async fn one_trace_from_command_to_handler_and_publish() {
     );
 
     let store = Store::memory();
-    let mut builder = Application::builder(store.clone());
-    builder.aggregate::<Pinger>().unwrap();
-    let app = builder.build();
+    let app = Application::builder(store.clone())
+        .aggregate::<Pinger>()
+        .build()
+        .unwrap();
 
     // A command outside any trace starts one; its events record the command
     // span's context.

@@ -139,9 +139,10 @@ async fn kafka_ingests_foreign_json_records_into_commands_and_events() {
             .sum::<u64>()
     };
 
-    let mut builder = Application::builder(Store::memory());
-    builder.aggregate::<Account>().unwrap();
-    let app = builder.build();
+    let app = Application::builder(Store::memory())
+        .aggregate::<Account>()
+        .build()
+        .unwrap();
     let worker = IngestBuilder::new(config.clone(), app.clone(), "payments-ingest")
         .topic(&topic)
         .start(map)

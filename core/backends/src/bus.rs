@@ -795,7 +795,7 @@ mod tests {
 
     use async_trait::async_trait;
     use orchestrix::runtime::{
-        self, BackgroundTask, ConsumerConfig, Projection, RegistrationKind, Shutdown,
+        BackgroundTask, ConsumerConfig, Projection, RegistrationKind, Shutdown,
     };
     use orchestrix::store::ExpectedRevision;
     use orchestrix::{EventRecord, StreamId};
@@ -850,16 +850,15 @@ mod tests {
     }
 
     fn app(count: Arc<Count>) -> Application {
-        let mut builder = Application::builder(Store::memory());
-        runtime::register_projection(&mut builder, count, ConsumerConfig::default()).unwrap();
-        runtime::register_handler_with(
-            &mut builder,
-            ConsumerConfig::default().partitions(2),
-            |_: &Application| Ok(Arc::new(Noop) as Arc<dyn EventHandler>),
-        )
-        .unwrap();
-        runtime::register_task(&mut builder, Arc::new(Idle)).unwrap();
-        builder.build()
+        Application::builder(Store::memory())
+            .projection(count)
+            .handler_with(
+                ConsumerConfig::default().partitions(2),
+                |_: &Application| Ok(Arc::new(Noop) as Arc<dyn EventHandler>),
+            )
+            .task(Arc::new(Idle))
+            .build()
+            .unwrap()
     }
 
     #[tokio::test]

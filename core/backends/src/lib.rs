@@ -25,7 +25,7 @@ pub async fn open_backend(url: &str) -> Result<Backend> {
         ))),
         Scheme::Sqlite => open_sqlite(&parsed).await,
         Scheme::Postgres => open_postgres(&parsed).await,
-        Scheme::Scylla => Err(not_enabled(&parsed, "scylla")),
+        Scheme::Scylla => open_scylla(&parsed).await,
         Scheme::Kafka | Scheme::Nats => Err(Error::invalid(
             format!("store URL `{parsed}`"),
             format!("`{}://` names a bus, not an event store", parsed.scheme()),
@@ -54,10 +54,20 @@ pub async fn open_store(url: &str) -> Result<Store> {
     let store = Store::new(backend);
     Ok(match parsed.scheme() {
         Scheme::Memory => store,
+        // ScyllaDB appends are LWT round trips that overlap well.
+        Scheme::Scylla => store.with_coalescing(CoalesceConfig {
+            max_batch: 256,
+            max_in_flight: 4,
+        }),
         _ => store.with_coalescing(CoalesceConfig::default()),
     })
 }
 
+// Unused only when every store feature is on.
+#[cfg_attr(
+    all(feature = "sqlite", feature = "postgres", feature = "scylla"),
+    allow(dead_code)
+)]
 fn not_enabled(url: &BackendUrl, feature: &'static str) -> Error {
     Error::FeatureNotEnabled {
         scheme: url.scheme().as_str().to_owned(),
@@ -96,6 +106,17 @@ async fn open_postgres_store(url: &BackendUrl) -> Result<Store> {
     Err(not_enabled(url, "postgres"))
 }
 
+#[cfg(feature = "scylla")]
+async fn open_scylla(url: &BackendUrl) -> Result<Backend> {
+    let store = orchestrix_scylla::ScyllaStore::connect_url(url.as_str()).await?;
+    Ok(store.backend())
+}
+
+#[cfg(not(feature = "scylla"))]
+async fn open_scylla(url: &BackendUrl) -> Result<Backend> {
+    Err(not_enabled(url, "scylla"))
+}
+
 #[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(url: &BackendUrl) -> Result<Backend> {
     Err(not_enabled(url, "sqlite"))
@@ -118,20 +139,37 @@ mod tests {
             let err = open_store(bad).await.unwrap_err();
             assert!(matches!(err, Error::InvalidInput { .. }), "{bad}: {err}");
         }
+        let err = open_store("nats://127.0.0.1:4222").await.unwrap_err();
+        assert!(err.to_string().contains("bus"), "{err}");
+    }
+
+    #[cfg(not(feature = "scylla"))]
+    #[tokio::test]
+    async fn scylla_urls_name_the_missing_feature() {
         let err = open_store("scylla://127.0.0.1:9042").await.unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::FeatureNotEnabled {
                     feature: "scylla",
+                    krate: "orchestrix-backends",
                     ..
                 }
             ),
             "{err}"
         );
         assert!(err.to_string().contains("`scylla` feature"), "{err}");
-        let err = open_store("nats://127.0.0.1:4222").await.unwrap_err();
-        assert!(err.to_string().contains("bus"), "{err}");
+    }
+
+    #[cfg(feature = "scylla")]
+    #[tokio::test]
+    async fn scylla_urls_reach_the_scylla_store() {
+        // A config error comes from orchestrix-scylla, before any connection.
+        let err = open_store("scylla://127.0.0.1:9042/ks?no_such_param=1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+        assert!(err.to_string().contains("no_such_param"), "{err}");
     }
 
     #[cfg(feature = "sqlite")]

@@ -12,6 +12,21 @@ use syn::{
     Attribute, Data, DeriveInput, Fields, GenericParam, Ident, Lit, LitStr, parse_macro_input,
 };
 
+mod command;
+
+/// Derives `orchestrix::Command`: `aggregate_id` returns the field named by
+/// `#[command(id = field)]` (on the type, or per variant; the only field when
+/// there is one), and `command_type` the variant's name (the struct's name
+/// for a struct), so that logs, metrics and a rejection say `PayOrder`, not
+/// `OrderCommand`.
+#[proc_macro_derive(Command, attributes(command))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    command::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
 /// Derives `orchestrix::Event`; see the crate documentation for the
 /// `#[event(...)]` attributes.
 #[proc_macro_derive(Event, attributes(event))]

@@ -6,13 +6,16 @@
 //!   every partition in order on its own task, retries transient failures
 //!   under a [`RetryPolicy`], dead-letters permanent ones and moves on, and
 //!   commits a checkpoint that never passes an unfinished event.
+//! - [`View`]: typed projections; the framework decodes, keys rows, skips
+//!   redelivered events and resets, keeping rows in a [`ReadModelStore`].
 //! - [`Projection`] and [`ProjectionRunner`]: read models on top of a
 //!   consumer (at-least-once), or [`TransactionalProjection`] (exactly-once:
 //!   batch and checkpoint in one transaction); rebuilds in place or into a new
 //!   version.
 //! - [`DeadLetters`]: list, inspect and replay what consumers gave up on.
-//! - [`register_projection`], [`register_handler`], [`register_task`] and
-//!   [`Runtime::start`]: modules register, the runtime starts and stops them.
+//! - [`ApplicationBuilder`](crate::ApplicationBuilder)'s `projection`,
+//!   `saga`, `handler` and `task`, and [`Runtime::start`]: the application
+//!   registers, the runtime starts and stops them.
 //!
 //! # Delivery guarantees
 //!
@@ -50,6 +53,7 @@ pub mod registry;
 pub mod retry;
 pub mod shutdown;
 pub mod transactional;
+pub mod view;
 
 pub use config::{ConsumerConfig, StartFrom};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerHandle, ConsumerMonitor};
@@ -60,9 +64,9 @@ pub use progress::Lag;
 pub use projection::{Projection, ProjectionHandler, ProjectionRunner, ProjectionRunnerBuilder};
 pub use registry::{
     BackgroundTask, HandlerFactory, RegisteredHandler, RegistrationKind, Registrations, Runtime,
-    RuntimeHandle, register_handler, register_handler_with, register_projection, register_task,
-    register_transactional_projection,
+    RuntimeHandle,
 };
 pub use retry::RetryPolicy;
 pub use shutdown::Shutdown;
 pub use transactional::{TransactionalHandler, TransactionalProjection};
+pub use view::{MemoryReadModels, ReadModel, ReadModelStore, RowChange, View, ViewProjection};

@@ -1,6 +1,7 @@
-//! Wiring the runtime into an application: modules register projections,
-//! handlers and background tasks on the [`ApplicationBuilder`];
-//! [`Runtime::start`] starts a consumer (or task) for each.
+//! Wiring the runtime into an application: projections, sagas, handlers and
+//! background tasks are registered on the
+//! [`ApplicationBuilder`](crate::ApplicationBuilder); [`Runtime::start`]
+//! starts a consumer (or task) for each.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -16,7 +17,7 @@ use super::handler::EventHandler;
 use super::projection::{Projection, ProjectionHandler, ProjectionRunner};
 use super::shutdown::Shutdown;
 use super::transactional::TransactionalProjection;
-use crate::app::{Application, ApplicationBuilder};
+use crate::app::Application;
 use crate::error::{Error, Result};
 use crate::store::{Filter, Store};
 
@@ -64,18 +65,18 @@ impl Registered {
     }
 }
 
-/// What a registration is: which `register_*` function made it.
+/// What a registration is: which builder call made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RegistrationKind {
-    /// [`register_handler`] or [`register_handler_with`] (sagas too).
+    /// `handler`, `handler_with`, or a saga's consumer.
     Handler,
-    /// [`register_projection`].
+    /// `projection` (typed or untyped).
     Projection,
-    /// [`register_transactional_projection`]: its batch and checkpoint commit
+    /// `transactional_projection`: its batch and checkpoint commit
     /// in one store transaction, so it runs on the store's all-stream only.
     TransactionalProjection,
-    /// [`register_task`] (saga timers, for example).
+    /// `task` (saga timers, for example).
     Task,
 }
 
@@ -143,8 +144,8 @@ impl RegisteredHandler {
     }
 }
 
-/// What modules registered with the runtime: the [`ApplicationBuilder`]
-/// extension that [`Runtime::start`] reads.
+/// What was registered with the runtime: what [`Runtime::start`] reads
+/// (see [`Application::registrations`]).
 #[derive(Default)]
 pub struct Registrations {
     entries: Vec<Registered>,
@@ -184,6 +185,57 @@ impl Registrations {
         self.entries.is_empty()
     }
 
+    pub(crate) fn add_handler(
+        &mut self,
+        handler: Arc<dyn EventHandler>,
+        config: ConsumerConfig,
+    ) -> Result<()> {
+        let name = handler.name().to_owned();
+        let factory: HandlerFactory = Arc::new(move |_: &Application| Ok(handler.clone()));
+        self.add(
+            Some(&name),
+            Registered::Handler {
+                name: Some(name.clone()),
+                factory,
+                config,
+            },
+        )
+    }
+
+    pub(crate) fn add_handler_with(&mut self, config: ConsumerConfig, factory: HandlerFactory) {
+        self.entries.push(Registered::Handler {
+            name: None,
+            factory,
+            config,
+        });
+    }
+
+    pub(crate) fn add_projection(
+        &mut self,
+        projection: Arc<dyn Projection>,
+        config: ConsumerConfig,
+    ) -> Result<()> {
+        let name = projection.name().to_owned();
+        self.add(Some(&name), Registered::Projection { projection, config })
+    }
+
+    pub(crate) fn add_transactional(
+        &mut self,
+        projection: Arc<dyn TransactionalProjection>,
+        config: ConsumerConfig,
+    ) -> Result<()> {
+        let name = projection.name().to_owned();
+        self.add(
+            Some(&name),
+            Registered::Transactional { projection, config },
+        )
+    }
+
+    pub(crate) fn add_task(&mut self, task: Arc<dyn BackgroundTask>) -> Result<()> {
+        let name = task.name().to_owned();
+        self.add(Some(&name), Registered::Task(task))
+    }
+
     fn add(&mut self, name: Option<&str>, entry: Registered) -> Result<()> {
         if let Some(name) = name
             && self.names().iter().any(|n| n == name)
@@ -198,103 +250,12 @@ impl Registrations {
     }
 }
 
-/// Registers an event handler (a saga, a notifier, a connector) to run in its
-/// own consumer under `config`.
-///
-/// # Errors
-/// [`Error::InvalidInput`] when something of the same name is registered.
-pub fn register_handler(
-    builder: &mut ApplicationBuilder,
-    handler: Arc<dyn EventHandler>,
-    config: ConsumerConfig,
-) -> Result<()> {
-    let name = handler.name().to_owned();
-    let factory: HandlerFactory = Arc::new(move |_: &Application| Ok(handler.clone()));
-    builder.extension_mut::<Registrations>().add(
-        Some(&name),
-        Registered::Handler {
-            name: Some(name.clone()),
-            factory,
-            config,
-        },
-    )
-}
-
-/// Registers a handler built at [`Runtime::start`] from the application (for
-/// handlers that send commands through it). Its name is checked for clashes
-/// at start.
-///
-/// # Errors
-/// None today; `Result` for symmetry with the other registrations.
-pub fn register_handler_with<F>(
-    builder: &mut ApplicationBuilder,
-    config: ConsumerConfig,
-    factory: F,
-) -> Result<()>
-where
-    F: Fn(&Application) -> Result<Arc<dyn EventHandler>> + Send + Sync + 'static,
-{
-    builder.extension_mut::<Registrations>().add(
-        None,
-        Registered::Handler {
-            name: None,
-            factory: Arc::new(factory),
-            config,
-        },
-    )
-}
-
-/// Registers an at-least-once [`Projection`] under `config`.
-///
-/// # Errors
-/// [`Error::InvalidInput`] when something of the same name is registered.
-pub fn register_projection(
-    builder: &mut ApplicationBuilder,
-    projection: Arc<dyn Projection>,
-    config: ConsumerConfig,
-) -> Result<()> {
-    let name = projection.name().to_owned();
-    builder
-        .extension_mut::<Registrations>()
-        .add(Some(&name), Registered::Projection { projection, config })
-}
-
-/// Registers an exactly-once [`TransactionalProjection`] under `config`.
-///
-/// # Errors
-/// [`Error::InvalidInput`] when something of the same name is registered.
-pub fn register_transactional_projection(
-    builder: &mut ApplicationBuilder,
-    projection: Arc<dyn TransactionalProjection>,
-    config: ConsumerConfig,
-) -> Result<()> {
-    let name = projection.name().to_owned();
-    builder.extension_mut::<Registrations>().add(
-        Some(&name),
-        Registered::Transactional { projection, config },
-    )
-}
-
-/// Registers a [`BackgroundTask`].
-///
-/// # Errors
-/// [`Error::InvalidInput`] when something of the same name is registered.
-pub fn register_task(
-    builder: &mut ApplicationBuilder,
-    task: Arc<dyn BackgroundTask>,
-) -> Result<()> {
-    let name = task.name().to_owned();
-    builder
-        .extension_mut::<Registrations>()
-        .add(Some(&name), Registered::Task(task))
-}
-
 /// Starts everything registered with an application.
 ///
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use orchestrix::runtime::{self, ConsumerConfig, Projection, Runtime};
+/// use orchestrix::runtime::{Projection, Runtime};
 /// use orchestrix::store::ExpectedRevision;
 /// use orchestrix::{Application, EventRecord, RecordedEvent, Result, Store, StreamId};
 ///
@@ -316,10 +277,7 @@ pub fn register_task(
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let count = Arc::new(Count::default());
-/// let mut builder = Application::builder(Store::memory());
-/// // Usually inside `Module::register`.
-/// runtime::register_projection(&mut builder, count.clone(), ConsumerConfig::default())?;
-/// let app = builder.build();
+/// let app = Application::builder(Store::memory()).projection(count.clone()).build()?;
 ///
 /// let running = Runtime::start(&app).await?;
 /// let stream = StreamId::parse("order-1")?;
@@ -373,9 +331,7 @@ impl Runtime {
             trigger,
             store: app.store().clone(),
         };
-        let Some(registrations) = app.extension::<Registrations>() else {
-            return Ok(running);
-        };
+        let registrations = app.registrations();
         let store = app.store();
         let mut names = HashSet::new();
         let mut claim = |name: &str| {
@@ -447,9 +403,7 @@ impl Runtime {
     /// # Errors
     /// A handler factory's error, or a name registered twice.
     pub fn handlers(app: &Application) -> Result<Vec<RegisteredHandler>> {
-        let Some(registrations) = app.extension::<Registrations>() else {
-            return Ok(Vec::new());
-        };
+        let registrations = app.registrations();
         let mut names = HashSet::new();
         let mut out = Vec::new();
         for entry in &registrations.entries {
@@ -482,17 +436,14 @@ impl Runtime {
     /// The registered background tasks.
     #[must_use]
     pub fn tasks(app: &Application) -> Vec<Arc<dyn BackgroundTask>> {
-        app.extension::<Registrations>()
-            .map(|r| {
-                r.entries
-                    .iter()
-                    .filter_map(|e| match e {
-                        Registered::Task(task) => Some(task.clone()),
-                        _ => None,
-                    })
-                    .collect()
+        app.registrations()
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Registered::Task(task) => Some(task.clone()),
+                _ => None,
             })
-            .unwrap_or_default()
+            .collect()
     }
 }
 

@@ -25,7 +25,7 @@ use crate::store::Filter;
 /// user's "apply one event inside this transaction" function. Run it with
 /// [`ProjectionRunner::transactional`](super::ProjectionRunner::transactional)
 /// or register it with
-/// [`register_transactional_projection`](super::register_transactional_projection).
+/// [`ApplicationBuilder::transactional_projection`](crate::ApplicationBuilder::transactional_projection).
 ///
 /// The runner reads its start position from
 /// [`load_checkpoint`](Self::load_checkpoint), never from the

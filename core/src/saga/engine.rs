@@ -110,7 +110,7 @@ impl Trigger<'_> {
 ///
 /// Create it bound to an application ([`new`](Self::new)), or unbound while the
 /// application is being built ([`unbound`](Self::unbound), or
-/// [`saga::register`](super::register)) and [`bind`](Self::bind) it once built.
+/// [`ApplicationBuilder::saga`](crate::ApplicationBuilder::saga)) and [`bind`](Self::bind) it once built.
 pub struct SagaEngine<S: Saga> {
     inner: Arc<Inner<S>>,
 }
@@ -822,7 +822,7 @@ impl<S: Saga> SagaEngine<S> {
     /// events its own commands cause, until none is left; returns how many it
     /// handled. For tests, demos and single-process tools; services run the
     /// engine under the partitioned consumer instead
-    /// ([`saga::register`](super::register)).
+    /// ([`ApplicationBuilder::saga`](crate::ApplicationBuilder::saga)).
     ///
     /// # Errors
     /// The first handling error; the checkpoint stays before that event.
@@ -852,7 +852,7 @@ impl<S: Saga> SagaEngine<S> {
 
     /// Spawns the timer loop ([`run_timers`](Self::run_timers)); it stops
     /// when the returned handle is stopped or dropped. Under the runtime,
-    /// [`saga::register`](super::register) runs it instead.
+    /// [`ApplicationBuilder::saga`](crate::ApplicationBuilder::saga) runs it instead.
     ///
     /// # Panics
     /// Outside a Tokio runtime.

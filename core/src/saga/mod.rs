@@ -103,10 +103,12 @@
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let mut builder = Application::builder(Store::memory());
-//! builder.aggregate::<Ticket>()?;
-//! let app = builder.build();
-//! let engine = SagaEngine::new(AutoClose, &app)?;
+//! let app = Application::builder(Store::memory())
+//!     .aggregate::<Ticket>()
+//!     .saga(AutoClose) // run by `Runtime::start`; here driven by hand
+//!     .build()?;
+//! let engine: SagaEngine<AutoClose> = app.saga()?;
+//! engine.bind(&app);
 //! app.execute(TicketCommand::Open("t1".into())).await?;
 //! // Handles `Opened` (sends `Close`), then the `Closed` it caused (completes).
 //! assert_eq!(engine.catch_up().await?, 2);
@@ -121,7 +123,7 @@ mod engine;
 mod instance;
 mod locks;
 mod record;
-mod registry;
+pub(crate) mod registry;
 mod step;
 
 use std::fmt;
@@ -137,7 +139,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::SagaCommand;
 pub use engine::{HandleOutcome, SagaConfig, SagaEngine, TimerLoop};
 pub use instance::{PendingCompensation, PendingTimeout, SagaInstance, SagaStatus, SagaSummary};
-pub use registry::register;
 pub use step::SagaStep;
 
 /// The prefix of the event types the engine records in a saga's stream.
@@ -221,6 +222,25 @@ pub struct SagaContext<'a, St> {
     pub is_new: bool,
     /// The engine clock's current time.
     pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a, St> SagaContext<'a, St> {
+    /// A context, for code that drives [`Saga::react`] itself (fixtures,
+    /// tools); the engine builds its own.
+    #[must_use]
+    pub fn new(
+        correlation: &'a str,
+        state: &'a St,
+        is_new: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            correlation,
+            state,
+            is_new,
+            now,
+        }
+    }
 }
 
 /// The stream category of saga `name`.

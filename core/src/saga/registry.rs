@@ -6,43 +6,35 @@ use async_trait::async_trait;
 
 use super::Saga;
 use super::engine::{SagaConfig, SagaEngine};
-use crate::app::{Application, ApplicationBuilder};
+use crate::app::Application;
 use crate::error::Result;
-use crate::runtime::{self, BackgroundTask, ConsumerConfig, EventHandler, Shutdown};
+use crate::runtime::{BackgroundTask, ConsumerConfig, EventHandler, Registrations, Shutdown};
+use crate::store::Store;
 
-/// Registers a saga with the runtime of an application being built (usually
-/// in [`Module::register`](crate::Module::register)), and returns its engine
-/// for status queries.
-///
-/// At [`Runtime::start`](crate::runtime::Runtime::start) the engine is bound to
-/// the application, a consumer named `saga-{NAME}` feeds it the events of
-/// [`Saga::filter`] under `consumer` (partitions, retries, dead letters), and a
-/// background task `saga-{NAME}-timers` finishes interrupted compensations and
-/// fires due timeouts every [`SagaConfig::timer_interval`] until shutdown.
-///
-/// # Errors
-/// [`crate::Error::InvalidInput`] when [`Saga::NAME`] is not valid or a task of
-/// the same name is registered.
-pub fn register<S: Saga>(
-    builder: &mut ApplicationBuilder,
+/// Adds a saga's consumer and timer task to `registrations` (see
+/// [`ApplicationBuilder::saga`](crate::ApplicationBuilder::saga)) and returns
+/// its engine, bound to the application at start.
+pub(crate) fn register<S: Saga>(
+    registrations: &mut Registrations,
+    store: &Store,
     saga: S,
     config: SagaConfig,
     consumer: ConsumerConfig,
 ) -> Result<SagaEngine<S>> {
-    let engine = SagaEngine::unbound(saga, builder.store().clone(), config)?;
-    let handler = engine.clone();
-    runtime::register_handler_with(builder, consumer, move |app: &Application| {
-        handler.bind(app);
-        Ok(Arc::new(handler.clone()) as Arc<dyn EventHandler>)
-    })?;
+    let engine = SagaEngine::unbound(saga, store.clone(), config)?;
     let name = format!("saga-{}-timers", S::NAME);
-    runtime::register_task(
-        builder,
-        Arc::new(TimerTask {
-            name,
-            engine: engine.clone(),
+    registrations.add_task(Arc::new(TimerTask {
+        name,
+        engine: engine.clone(),
+    }))?;
+    let handler = engine.clone();
+    registrations.add_handler_with(
+        consumer,
+        Arc::new(move |app: &Application| {
+            handler.bind(app);
+            Ok(Arc::new(handler.clone()) as Arc<dyn EventHandler>)
         }),
-    )?;
+    );
     Ok(engine)
 }
 

@@ -4,10 +4,12 @@
 pub mod containers;
 pub mod fixture;
 pub mod random;
+pub mod saga_fixture;
 pub mod services;
 pub mod store;
 
 pub use fixture::AggregateFixture;
+pub use saga_fixture::{SagaFixture, SagaThen};
 pub use services::{Service, require};
 
 /// The Tokio the generated tests run on; not a public API.

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 /// let config = WorkerConfig::load(None)?; // ORCHESTRIX_CONFIG, ORCHESTRIX_*
 /// let _telemetry = Telemetry::builder(&config.service_name).log(config.log.clone()).init()?;
 /// let store = orchestrix_worker::open_store(&config.store.url).await?;
-/// let app = Application::builder(store) /* .module(MyModule)? */ .build();
+/// let app = Application::builder(store) /* .module(MyModule) */ .build()?;
 /// Worker::new(app).config(config).run().await // returns after SIGTERM
 /// # }
 /// ```

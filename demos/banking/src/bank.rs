@@ -1,11 +1,12 @@
 //! The bank as a module and as a running service.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use orchestrix::runtime::{self, ConsumerConfig};
-use orchestrix::saga::{self, SagaConfig, SagaEngine, SagaStatus};
-use orchestrix::{Application, ApplicationBuilder, CommandOutcome, Error, Module, Result, Store};
+use orchestrix::runtime::ConsumerConfig;
+use orchestrix::saga::{SagaConfig, SagaEngine, SagaStatus};
+use orchestrix::{
+    Application, ApplicationBuilder, CommandOutcome, Error, Module, ReadModel, Result, Store,
+};
 use orchestrix_backends::{AppRuntime, BusOptions};
 
 use crate::account::{Account, AccountCommand, Cents};
@@ -14,39 +15,25 @@ use crate::saga::TransferSaga;
 use crate::transfer::{Transfer, TransferCommand};
 
 /// Registers accounts, transfers, the transfer saga and the balances
-/// projection.
-#[derive(Debug)]
+/// projection. After [`build`](ApplicationBuilder::build), the saga's engine
+/// is `app.saga::<TransferSaga>()` and the balances are
+/// `app.read_model::<Balances>()`.
+#[derive(Debug, Clone, Default)]
 pub struct BankModule {
     saga: TransferSaga,
     saga_config: SagaConfig,
     consumer: ConsumerConfig,
-    balances: Arc<Balances>,
-    engine: Arc<OnceLock<SagaEngine<TransferSaga>>>,
 }
 
 impl BankModule {
-    /// A module with its own balances read model.
+    /// A module with these saga and consumer settings.
     #[must_use]
     pub fn new(saga: TransferSaga, saga_config: SagaConfig, consumer: ConsumerConfig) -> Self {
         Self {
             saga,
             saga_config,
             consumer,
-            balances: Arc::default(),
-            engine: Arc::default(),
         }
-    }
-
-    /// The balances read model.
-    #[must_use]
-    pub fn balances(&self) -> Arc<Balances> {
-        self.balances.clone()
-    }
-
-    /// The saga engine, once registered.
-    #[must_use]
-    pub fn engine_slot(&self) -> Arc<OnceLock<SagaEngine<TransferSaga>>> {
-        self.engine.clone()
     }
 }
 
@@ -55,19 +42,15 @@ impl Module for BankModule {
         "bank"
     }
 
-    fn register(&self, app: &mut ApplicationBuilder) -> Result<()> {
-        app.aggregate::<Account>()?;
-        app.aggregate::<Transfer>()?;
-        runtime::register_projection(app, self.balances.clone(), self.consumer.clone())?;
-        let engine = saga::register(
-            app,
-            self.saga.clone(),
-            self.saga_config.clone(),
-            self.consumer.clone(),
-        )?;
-        self.engine
-            .set(engine)
-            .map_err(|_| Error::invalid("bank module", "registered twice"))
+    fn register(&self, app: ApplicationBuilder) -> ApplicationBuilder {
+        app.aggregate::<Account>()
+            .aggregate::<Transfer>()
+            .projection_with(Balances, self.consumer.clone())
+            .saga_with(
+                self.saga.clone(),
+                self.saga_config.clone(),
+                self.consumer.clone(),
+            )
     }
 }
 
@@ -91,7 +74,7 @@ pub struct BankOptions {
 pub struct Bank {
     app: Application,
     transfers: SagaEngine<TransferSaga>,
-    balances: Arc<Balances>,
+    balances: ReadModel<Balances>,
     runtime: Option<AppRuntime>,
 }
 
@@ -104,13 +87,9 @@ impl Bank {
     /// A registration or start error.
     pub async fn start(store: Store, options: BankOptions) -> Result<Self> {
         let module = BankModule::new(options.saga, options.saga_config, options.consumer);
-        let balances = module.balances();
-        let slot = module.engine_slot();
-        let app = Application::builder(store).module(module)?.build();
-        let transfers = slot
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::invalid("bank module", "the saga was not registered"))?;
+        let app = Application::builder(store).module(module).build()?;
+        let transfers = app.saga::<TransferSaga>()?;
+        let balances = app.read_model::<Balances>()?;
         let runtime =
             orchestrix_backends::start_runtime(&app, options.bus.as_deref(), BusOptions::default())
                 .await?;
@@ -142,7 +121,7 @@ impl Bank {
 
     /// The balances read model.
     #[must_use]
-    pub fn balances(&self) -> &Balances {
+    pub fn balances(&self) -> &ReadModel<Balances> {
         &self.balances
     }
 

@@ -36,10 +36,7 @@ async fn main() -> anyhow::Result<()> {
         format!("{:x}", millis % 0xff_ffff)
     });
     let store = orchestrix_backends::open_store(&args.store).await?;
-    let on = match &args.bus {
-        Some(bus) => format!("{}, bus {}", args.store, orchestrix::url::redact(bus)),
-        None => args.store.clone(),
-    };
+    let on = orchestrix_demo_banking::running_on(&args.store, args.bus.as_deref());
     println!("Orchestrix banking demo on {on} (run {run})\n");
     let mut out = std::io::stdout();
     let options = orchestrix_demo_banking::BankOptions {

@@ -82,10 +82,15 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn balances(&mut self, names: &[&str]) -> anyhow::Result<()> {
+    async fn balances(&mut self, names: &[&str]) -> anyhow::Result<()> {
         let mut line = String::from("  balances:");
         for name in names {
-            let row = self.bank.balances().get(&self.id(name)).unwrap_or_default();
+            let row = self
+                .bank
+                .balances()
+                .get(&self.id(name))
+                .await?
+                .unwrap_or_default();
             line.push_str(&format!(
                 " {name} {} ({:?})",
                 money(row.balance),
@@ -151,14 +156,14 @@ pub async fn run_with(
     )
     .await?;
     w.bank.settle().await?;
-    w.balances(&all)?;
+    w.balances(&all).await?;
 
     writeln!(
         w.out,
         "\n2. A transfer that completes: debit alice, credit bob"
     )?;
     w.transfer("t1", "alice", "bob", 30_00).await?;
-    w.balances(&all)?;
+    w.balances(&all).await?;
 
     writeln!(
         w.out,
@@ -194,7 +199,7 @@ pub async fn run_with(
     )
     .await?;
     w.bank.settle().await?;
-    w.balances(&all)?;
+    w.balances(&all).await?;
 
     writeln!(
         w.out,
@@ -208,7 +213,7 @@ pub async fn run_with(
     )
     .await?;
     w.transfer("t3", "alice", "carol", 25_00).await?;
-    w.balances(&all)?;
+    w.balances(&all).await?;
     let stream = StreamId::new(&orchestrix::saga::category("transfer"), &w.id("t3"))?;
     let audit = w
         .bank
@@ -236,7 +241,12 @@ pub async fn run_with(
     };
     writeln!(w.out, "\nFinal balances (projection | aggregate):")?;
     for name in all {
-        let row = w.bank.balances().get(&w.id(name)).unwrap_or_default();
+        let row = w
+            .bank
+            .balances()
+            .get(&w.id(name))
+            .await?
+            .unwrap_or_default();
         let account = w.bank.app().load::<Account>(&w.id(name)).await?.state;
         let line = format!(
             "  {name:<6} {:>8} | {:>8}  {:?}",

@@ -26,10 +26,11 @@ struct Fixture {
 }
 
 fn app_on(store: Store) -> Application {
-    let mut builder = Application::builder(store);
-    builder.aggregate::<Account>().unwrap();
-    builder.aggregate::<Transfer>().unwrap();
-    builder.build()
+    Application::builder(store)
+        .aggregate::<Account>()
+        .aggregate::<Transfer>()
+        .build()
+        .unwrap()
 }
 
 fn engine_for(app: &Application, clock: &ManualClock) -> SagaEngine<TransferSaga> {

@@ -20,3 +20,40 @@ pub use domain::{
 pub use saga::{OrderSaga, OrderSagaEvent, OrderSagaState, ShopCommand, Step};
 pub use shop::{Shop, ShopModule};
 pub use walkthrough::{Failure, Report};
+
+/// Where the demo runs, for its first line: the store URL and the bus URL,
+/// passwords replaced by `***`.
+///
+/// ```
+/// let on = orchestrix_demo_ecommerce::running_on("postgres://bank:s3cret@db:5432/test", Some("nats://127.0.0.1:4222"));
+/// assert_eq!(on, "postgres://bank:***@db:5432/test, bus nats://127.0.0.1:4222");
+/// ```
+#[must_use]
+pub fn running_on(store: &str, bus: Option<&str>) -> String {
+    let store = orchestrix::url::redact(store);
+    match bus {
+        Some(bus) => format!("{store}, bus {}", orchestrix::url::redact(bus)),
+        None => store,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The store's password is not printed (it used to be).
+    #[test]
+    fn the_banner_hides_passwords() {
+        let on = super::running_on(
+            "postgres://user:hunter2@127.0.0.1:5432/test?schema=demo",
+            Some("kafka://127.0.0.1:9092"),
+        );
+        assert!(!on.contains("hunter2"), "{on}");
+        assert!(
+            on.starts_with("postgres://user:***@127.0.0.1:5432/test"),
+            "{on}"
+        );
+        assert_eq!(
+            super::running_on("sqlite://demo.db", None),
+            "sqlite://demo.db"
+        );
+    }
+}

@@ -45,10 +45,7 @@ async fn main() -> anyhow::Result<()> {
         format!("{:x}", millis % 0xff_ffff)
     });
     let store = orchestrix_backends::open_store(&args.store).await?;
-    let on = match &args.bus {
-        Some(bus) => format!("{}, bus {}", args.store, orchestrix::url::redact(bus)),
-        None => args.store.clone(),
-    };
+    let on = orchestrix_demo_ecommerce::running_on(&args.store, args.bus.as_deref());
     println!(
         "Orchestrix e-commerce demo on {on} (run {run}, injected failure: {:?})\n",
         args.fail

@@ -1,22 +1,21 @@
 //! The shop as a module and as a running service.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use orchestrix::runtime::ConsumerConfig;
-use orchestrix::saga::{self, SagaConfig, SagaEngine};
+use orchestrix::saga::{SagaConfig, SagaEngine};
 use orchestrix::{Application, ApplicationBuilder, Error, Module, Result, Store};
 use orchestrix_backends::{AppRuntime, BusOptions};
 
 use crate::domain::{Inventory, Order, Payment};
 use crate::saga::OrderSaga;
 
-/// Registers orders, payments, inventory and the order saga.
-#[derive(Debug, Default)]
+/// Registers orders, payments, inventory and the order saga (its engine is
+/// `app.saga::<OrderSaga>()` once built).
+#[derive(Debug, Clone, Default)]
 pub struct ShopModule {
     saga_config: SagaConfig,
     consumer: ConsumerConfig,
-    engine: Arc<OnceLock<SagaEngine<OrderSaga>>>,
 }
 
 impl ShopModule {
@@ -26,14 +25,7 @@ impl ShopModule {
         Self {
             saga_config,
             consumer,
-            engine: Arc::default(),
         }
-    }
-
-    /// Where the saga engine lands once registered.
-    #[must_use]
-    pub fn engine_slot(&self) -> Arc<OnceLock<SagaEngine<OrderSaga>>> {
-        self.engine.clone()
     }
 }
 
@@ -42,19 +34,11 @@ impl Module for ShopModule {
         "shop"
     }
 
-    fn register(&self, app: &mut ApplicationBuilder) -> Result<()> {
-        app.aggregate::<Order>()?;
-        app.aggregate::<Payment>()?;
-        app.aggregate::<Inventory>()?;
-        let engine = saga::register(
-            app,
-            OrderSaga,
-            self.saga_config.clone(),
-            self.consumer.clone(),
-        )?;
-        self.engine
-            .set(engine)
-            .map_err(|_| Error::invalid("shop module", "registered twice"))
+    fn register(&self, app: ApplicationBuilder) -> ApplicationBuilder {
+        app.aggregate::<Order>()
+            .aggregate::<Payment>()
+            .aggregate::<Inventory>()
+            .saga_with(OrderSaga, self.saga_config.clone(), self.consumer.clone())
     }
 }
 
@@ -82,12 +66,8 @@ impl Shop {
     /// # Errors
     /// A registration, connection or start error.
     pub async fn start_on(store: Store, module: ShopModule, bus: Option<&str>) -> Result<Self> {
-        let slot = module.engine_slot();
-        let app = Application::builder(store).module(module)?.build();
-        let orders = slot
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::invalid("shop module", "the saga was not registered"))?;
+        let app = Application::builder(store).module(module).build()?;
+        let orders = app.saga::<OrderSaga>()?;
         let runtime = orchestrix_backends::start_runtime(&app, bus, BusOptions::default()).await?;
         Ok(Self {
             app,

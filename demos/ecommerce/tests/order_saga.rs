@@ -18,13 +18,12 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        let mut builder = Application::builder(Store::memory());
-        builder.aggregate::<Order>().unwrap();
-        builder
-            .aggregate::<orchestrix_demo_ecommerce::Payment>()
+        let app = Application::builder(Store::memory())
+            .aggregate::<Order>()
+            .aggregate::<Payment>()
+            .aggregate::<Inventory>()
+            .build()
             .unwrap();
-        builder.aggregate::<Inventory>().unwrap();
-        let app = builder.build();
         let engine = SagaEngine::new(OrderSaga, &app).unwrap();
         app.execute(InventoryCommand::Restock {
             sku: "mouse".into(),

@@ -1,7 +1,9 @@
 //! The quickstart: an order module on the embedded default store.
 //!
-//! `cargo run -p orchestrix-quickstart` (optionally `-- sqlite://other.db` or `-- memory://`).
+//! `cargo run -p orchestrix-quickstart` (optionally `-- sqlite://other.db` or `-- memory://`;
+//! `-- --help` for help).
 
+use clap::Parser;
 use orchestrix::{Aggregate, Application, ApplicationBuilder, Command, Event, Module};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +25,8 @@ enum OrderEvent {
 }
 
 #[allow(clippy::enum_variant_names)]
-#[derive(Debug)]
+#[derive(Debug, Command)]
+#[command(id = order_id)]
 enum OrderCommand {
     CreateOrder {
         order_id: String,
@@ -37,16 +40,6 @@ enum OrderCommand {
         order_id: String,
         reason: String,
     },
-}
-
-impl Command for OrderCommand {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::CreateOrder { order_id, .. }
-            | Self::PayOrder { order_id }
-            | Self::CancelOrder { order_id, .. } => order_id.clone(),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,9 +115,36 @@ impl Module for OrderModule {
         "orders"
     }
 
-    fn register(&self, app: &mut ApplicationBuilder) -> orchestrix::Result<()> {
-        app.aggregate::<Order>()?;
-        Ok(())
+    fn register(&self, app: ApplicationBuilder) -> ApplicationBuilder {
+        app.aggregate::<Order>()
+    }
+}
+
+/// The Orchestrix quickstart: an order module, a few commands, and the
+/// stored events.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where events are stored: `sqlite://PATH` (embedded file), `memory://`,
+    /// or `postgres://...`.
+    #[arg(default_value = "sqlite://quickstart.db")]
+    store: String,
+}
+
+/// One line per order: `ORD-1: Paid, 14999 cents, revision 1`.
+fn describe_order(id: &str, order: &Order, revision: Option<u64>) -> String {
+    let revision = revision.map_or_else(|| "none (no events)".to_owned(), |r| r.to_string());
+    format!(
+        "{id}: {:?}, {} cents, revision {revision}",
+        order.status, order.total_cents
+    )
+}
+
+/// One line per stored event: revision, type, and the data when there is any.
+fn describe_event(revision: u64, event_type: &str, data: &serde_json::Value) -> String {
+    match data {
+        serde_json::Value::Null => format!("  {revision} {event_type}"),
+        data => format!("  {revision} {event_type} {data}"),
     }
 }
 
@@ -132,11 +152,9 @@ impl Module for OrderModule {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "sqlite://quickstart.db".to_owned());
+    let Args { store: url } = Args::parse();
     let store = orchestrix_backends::open_store(&url).await?;
-    let app = Application::builder(store).module(OrderModule)?.build();
+    let app = Application::builder(store).module(OrderModule).build()?;
 
     // A fresh order id per run, so the walk-through works on an existing file too.
     let run = std::time::SystemTime::now()
@@ -165,15 +183,13 @@ async fn main() -> anyhow::Result<()> {
             order_id: second.clone(),
         })
         .await
-        .unwrap_err();
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("paying a cancelled order was accepted"))?;
 
-    println!("store: {url}");
+    println!("store: {}", orchestrix::url::redact(&url));
     for id in [&first, &second] {
         let order = app.load::<Order>(id).await?;
-        println!(
-            "{id}: {:?}, {} cents, revision {:?}",
-            order.state.status, order.state.total_cents, order.revision
-        );
+        println!("{}", describe_order(id, &order.state, order.revision));
     }
     println!("paying a cancelled order is refused: {refused}");
     for event in app
@@ -182,7 +198,54 @@ async fn main() -> anyhow::Result<()> {
         .await?
     {
         let ce = orchestrix::CloudEvent::from_recorded(&event)?;
-        println!("  {} {} {}", event.revision, ce.ty(), ce.to_json()["data"]);
+        println!(
+            "{}",
+            describe_event(event.revision, ce.ty(), &ce.to_json()["data"])
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--help` prints help; it used to be taken for a store URL.
+    #[test]
+    fn help_is_help_and_the_store_is_positional() {
+        let err = Args::try_parse_from(["orchestrix-quickstart", "--help"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(err.to_string().contains("Usage"), "{err}");
+        let args = Args::try_parse_from(["orchestrix-quickstart"]).unwrap();
+        assert_eq!(args.store, "sqlite://quickstart.db");
+        let args = Args::try_parse_from(["orchestrix-quickstart", "memory://"]).unwrap();
+        assert_eq!(args.store, "memory://");
+        assert!(Args::try_parse_from(["orchestrix-quickstart", "--store-url", "x"]).is_err());
+    }
+
+    /// Revisions print as numbers and events without data print no `null`
+    /// (it used to print `revision Some(1)` and `null`).
+    #[test]
+    fn output_is_readable() {
+        let order = Order {
+            status: Status::Paid,
+            total_cents: 14_999,
+        };
+        assert_eq!(
+            describe_order("ORD-1", &order, Some(1)),
+            "ORD-1: Paid, 14999 cents, revision 1"
+        );
+        assert!(!describe_order("ORD-1", &order, None).contains("None"));
+        let paid = describe_event(1, "com.acme.orders.OrderPaid", &serde_json::Value::Null);
+        assert_eq!(paid, "  1 com.acme.orders.OrderPaid");
+        let created = describe_event(
+            0,
+            "com.acme.orders.OrderCreated",
+            &serde_json::json!({"total_cents": 1}),
+        );
+        assert_eq!(
+            created,
+            r#"  0 com.acme.orders.OrderCreated {"total_cents":1}"#
+        );
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use orchestrix::runtime::{self, ConsumerConfig, Projection};
+use orchestrix::runtime::{ConsumerConfig, Projection};
 use orchestrix::store::Filter;
 use orchestrix::{Aggregate, Application, Event, RecordedEvent, Store};
 use serde::{Deserialize, Serialize};
@@ -94,10 +94,11 @@ impl Projection for Ledger {
 
 /// The test application: the aggregate, and the ledger under `consumer`.
 pub fn app(store: Store, ledger: Ledger, consumer: ConsumerConfig) -> Application {
-    let mut builder = Application::builder(store);
-    builder.aggregate::<Tally>().unwrap();
-    runtime::register_projection(&mut builder, Arc::new(ledger), consumer).unwrap();
-    builder.build()
+    Application::builder(store)
+        .aggregate::<Tally>()
+        .projection_with(Arc::new(ledger), consumer)
+        .build()
+        .unwrap()
 }
 
 /// Executes `n` commands over `streams` streams.

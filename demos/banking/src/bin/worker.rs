@@ -28,13 +28,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use clap::Parser;
 use orchestrix::runtime::{ConsumerConfig, StartFrom};
 use orchestrix::saga::SagaConfig;
 use orchestrix::telemetry::SagaMetrics;
-use orchestrix::{Application, Error};
+use orchestrix::{Application, ReadModel};
 use orchestrix_demo_banking::{
     AccountCommand, Balances, BankModule, TransferCommand, TransferSaga, money,
 };
@@ -90,20 +90,19 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = Telemetry::builder(&config.service_name)
         .log(config.log.clone())
         .init()?;
-    let store = open_store(&config.store.url)
-        .await
-        .with_context(|| format!("opening the store `{}`", config.store.url))?;
+    let store = open_store(&config.store.url).await.with_context(|| {
+        format!(
+            "opening the store `{}`",
+            orchestrix::url::redact(&config.store.url)
+        )
+    })?;
     let consumer = ConsumerConfig::default()
         .partitions(args.partitions)
         .start_from(StartFrom::Beginning);
     let module = BankModule::new(TransferSaga::default(), SagaConfig::default(), consumer);
-    let balances = module.balances();
-    let engine = module.engine_slot();
-    let app = Application::builder(store).module(module)?.build();
-    let engine = engine
-        .get()
-        .cloned()
-        .ok_or_else(|| Error::invalid("bank module", "the saga was not registered"))?;
+    let app = Application::builder(store).module(module).build()?;
+    let engine = app.saga::<TransferSaga>()?;
+    let balances = app.read_model::<Balances>()?;
 
     let traffic = args
         .traffic_every_ms
@@ -122,26 +121,35 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `GET /balances`: the read model as JSON.
-fn balances_route(balances: Arc<Balances>) -> Router {
+fn balances_route(balances: ReadModel<Balances>) -> Router {
     Router::new().route(
         "/balances",
         get(move || {
             let balances = balances.clone();
             async move {
-                let rows: serde_json::Map<String, serde_json::Value> = balances
-                    .all()
+                let rows = match balances.all().await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(header::CONTENT_TYPE, "text/plain")],
+                            e.to_string(),
+                        );
+                    }
+                };
+                let rows: serde_json::Map<String, serde_json::Value> = rows
                     .into_iter()
                     .map(|(id, row)| {
                         let value = serde_json::json!({
                             "owner": row.owner,
                             "balance": money(row.balance),
                             "status": format!("{:?}", row.status),
-                            "revision": row.revision,
                         });
                         (id, value)
                     })
                     .collect();
                 (
+                    StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
                     serde_json::Value::Object(rows).to_string(),
                 )

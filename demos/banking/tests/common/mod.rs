@@ -148,9 +148,8 @@ pub async fn worker_consumes_what_this_process_relays(bus: &str, scenario: Worke
         SagaConfig::default(),
         ConsumerConfig::default(),
     );
-    let engine = module.engine_slot();
-    let app = Application::builder(store).module(module).unwrap().build();
-    let engine = engine.get().cloned().unwrap();
+    let app = Application::builder(store).module(module).build().unwrap();
+    let engine = app.saga::<TransferSaga>().unwrap();
     let relay = orchestrix_backends::start_on_bus(&app, bus, BusOptions::producer())
         .await
         .unwrap();
