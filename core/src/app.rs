@@ -148,7 +148,7 @@ impl ApplicationBuilder {
     }
 
     /// Where typed projections ([`View`]s) registered after this call keep
-    /// their rows; [`MemoryReadModels`](crate::runtime::MemoryReadModels) by
+    /// their rows; [`MemoryReadModels`] by
     /// default.
     #[must_use]
     pub fn read_models(mut self, store: Arc<dyn ReadModelStore>) -> Self {
@@ -244,7 +244,7 @@ impl ApplicationBuilder {
     }
 
     /// Registers an exactly-once
-    /// [`TransactionalProjection`](crate::runtime::TransactionalProjection)
+    /// [`TransactionalProjection`]
     /// (read model and checkpoint in one transaction of its database).
     #[must_use]
     pub fn transactional_projection(

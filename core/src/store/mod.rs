@@ -2,7 +2,7 @@
 //!
 //! Backends implement [`EventStore`], [`SnapshotStore`], [`CheckpointStore`],
 //! [`DeadLetterStore`] and [`TimerStore`]; applications use them through
-//! [`Store`](crate::Store), the one dispatch layer that adds tracing, upcasting
+//! [`Store`], the one dispatch layer that adds tracing, upcasting
 //! and write coalescing for every backend alike.
 
 use std::collections::BTreeMap;
