@@ -273,10 +273,10 @@ impl ScyllaConfig {
     /// `retry_max_backoff_ms`, `migrate`. Any other key is an error.
     ///
     /// ```
-    /// use orchestrix_scylla::{ScyllaConfig, ScyllaError, TlsMode};
-    /// let c = ScyllaConfig::parse_url("scylla://db1,db2:9043/ks?tls=verify&ca_file=/etc/ca.pem")?;
+    /// use orchestrix_scylla::{ConsistencyLevel, ScyllaConfig, ScyllaError};
+    /// let c = ScyllaConfig::parse_url("scylla://db1,db2:9043/ks?consistency=quorum&claim_lease_ms=2000")?;
     /// assert_eq!(c.nodes, ["db1:9042", "db2:9043"]);
-    /// assert_eq!(c.tls, TlsMode::Verify);
+    /// assert_eq!((c.consistency, c.claim_lease_ms), (ConsistencyLevel::Quorum, 2000));
     /// assert!(ScyllaConfig::parse_url("scylla://db/ks?replication_factor=x").is_err());
     /// # Ok::<(), ScyllaError>(())
     /// ```
