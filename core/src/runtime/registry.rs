@@ -535,14 +535,19 @@ impl RuntimeHandle {
         Ok(head)
     }
 
-    /// Stops everything gracefully: signals the background tasks, shuts down
-    /// every consumer (drain, commit), then waits for the tasks. Returns the
-    /// first error, after stopping everything.
+    /// Stops everything gracefully: shuts down every consumer (drain,
+    /// commit), then signals the background tasks and waits for them.
+    /// Returns the first error, after stopping everything.
+    ///
+    /// The tasks are signalled only after the consumers have drained: a
+    /// handler may need what a task provides while it drains (a saga's timer
+    /// task keeps the saga engine bound to the application; unbound, the
+    /// saga's handler would wait for a binding that never comes and the
+    /// drain would outlive any grace period).
     ///
     /// # Errors
     /// A consumer's shutdown error or a task's error.
     pub async fn shutdown(mut self) -> Result<()> {
-        self.trigger.send_replace(true);
         let mut result = Ok(());
         for handle in std::mem::take(&mut self.handlers) {
             result = result.and(handle.shutdown().await);
@@ -553,6 +558,7 @@ impl RuntimeHandle {
         for runner in std::mem::take(&mut self.transactional) {
             result = result.and(runner.shutdown().await);
         }
+        self.trigger.send_replace(true);
         for (name, task) in std::mem::take(&mut self.tasks) {
             let outcome = match task.await {
                 Ok(r) => r,
