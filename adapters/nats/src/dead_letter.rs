@@ -78,7 +78,9 @@ fn header_safe(text: &str, max: usize) -> String {
 /// `Nats-Msg-Id` and the `Nats-Expected-*` headers would change what the
 /// dead-letter stream does with the message.
 fn is_jetstream_header(name: &str) -> bool {
-    name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")
+    // `get`, not `[..5]`: a name may hold a multi-byte character there.
+    name.get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("nats-"))
 }
 
 /// Where a failed message came from and why it failed.
@@ -195,7 +197,11 @@ pub fn to_dead_letter(headers: &HeaderMap, payload: Bytes) -> DeadLetter {
     for (name, values) in headers.iter() {
         let name: &str = name.as_ref();
         let Some(value) = values.last() else { continue };
-        if name.len() > 11 && name[..11].eq_ignore_ascii_case("orchestrix-") {
+        if name.len() > 11
+            && name
+                .get(..11)
+                .is_some_and(|p| p.eq_ignore_ascii_case("orchestrix-"))
+        {
             ours.insert(name.to_ascii_lowercase(), value.as_str().to_owned());
         } else if !is_jetstream_header(name) {
             original.insert(name.to_owned(), value.as_str().to_owned());

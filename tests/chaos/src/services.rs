@@ -1,0 +1,241 @@
+//! Service instances of a case's own: started on a free loopback port in a
+//! temporary directory, killed or restarted at will, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// Where the NATS server binary is.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// Where PostgreSQL 15's binaries are.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Waits until `127.0.0.1:port` accepts TCP connections.
+async fn wait_listening(port: u16, limit: Duration) -> anyhow::Result<()> {
+    crate::poll(
+        &format!("a listener on 127.0.0.1:{port}"),
+        limit,
+        Duration::from_millis(50),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+/// A NATS server with JetStream of this case's own.
+#[derive(Debug)]
+pub struct Nats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// Whether the server binary is installed.
+    #[must_use]
+    pub fn available() -> bool {
+        Path::new(NATS_SERVER).exists()
+    }
+
+    /// Starts a server on a free port with a fresh store directory.
+    ///
+    /// # Errors
+    /// When it cannot start or does not listen within 20 s.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut nats = Self {
+            port: crate::free_port()?,
+            dir: tempfile::tempdir()?,
+            child: None,
+        };
+        nats.restart().await?;
+        Ok(nats)
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server with SIGKILL (JetStream's files stay).
+    ///
+    /// # Errors
+    /// When the process cannot be killed.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server (again) on the same port and store directory.
+    ///
+    /// # Errors
+    /// When it cannot start or does not listen within 20 s.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        let log = std::fs::File::create(self.dir.path().join("server.log"))?;
+        let child = Command::new(NATS_SERVER)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path().join("js"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {NATS_SERVER}"))?;
+        self.child = Some(child);
+        wait_listening(self.port, Duration::from_secs(20)).await
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// How to stop PostgreSQL (`pg_ctl stop -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgStop {
+    /// Disconnects clients, rolls back their transactions, checkpoints.
+    Fast,
+    /// Aborts every process at once; crash recovery at the next start.
+    Immediate,
+}
+
+impl PgStop {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+        }
+    }
+}
+
+/// A PostgreSQL 15 cluster of this case's own, run as the `postgres` user.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    dir: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+fn as_postgres(command: &str) -> anyhow::Result<()> {
+    let output = Command::new("su")
+        .args(["postgres", "-s", "/bin/sh", "-c", command])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `{command}` as postgres"))?;
+    if !output.status.success() {
+        bail!(
+            "`{command}` as postgres: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Postgres {
+    /// Whether PostgreSQL 15 is installed (and a `postgres` user to run it).
+    #[must_use]
+    pub fn available() -> bool {
+        Path::new(PG_BIN).join("initdb").exists()
+            && Command::new("id")
+                .arg("postgres")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    }
+
+    /// `initdb` in a temporary directory, then starts on a free port.
+    ///
+    /// # Errors
+    /// When `initdb` or the start fails.
+    pub async fn start() -> anyhow::Result<Self> {
+        let root = tempfile::Builder::new()
+            .prefix("orx-chaos-pg")
+            .tempdir_in("/tmp")?;
+        let dir = root.path().join("data");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(root.path())
+            .status()?;
+        if !chown.success() {
+            bail!("chown postgres {}", root.path().display());
+        }
+        as_postgres(&format!(
+            "{PG_BIN}/initdb -D {} -A trust -U postgres --no-sync >/dev/null",
+            dir.display()
+        ))?;
+        let pg = Self {
+            port: crate::free_port()?,
+            dir,
+            _root: root,
+        };
+        pg.start_again().await?;
+        Ok(pg)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server in `mode`.
+    ///
+    /// # Errors
+    /// When `pg_ctl stop` fails.
+    pub fn stop(&self, mode: PgStop) -> anyhow::Result<()> {
+        as_postgres(&format!(
+            "{PG_BIN}/pg_ctl -D {} -m {} -w stop >/dev/null",
+            self.dir.display(),
+            mode.as_str()
+        ))
+    }
+
+    /// Starts the server (after [`stop`](Self::stop)) on the same port.
+    ///
+    /// # Errors
+    /// When `pg_ctl start` fails or the server does not listen in 60 s.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
+        let dir = self.dir.display();
+        as_postgres(&format!(
+            "{PG_BIN}/pg_ctl -D {dir} -l {dir}/../server.log -w -t 60 -o \"-p {} -k {dir}/.. -c listen_addresses=127.0.0.1 -c fsync=off\" start >/dev/null",
+            self.port
+        ))?;
+        wait_listening(self.port, Duration::from_secs(60)).await
+    }
+
+    /// Restarts in `mode`, returning once the server listens again.
+    ///
+    /// # Errors
+    /// As [`stop`](Self::stop) and [`start_again`](Self::start_again).
+    pub async fn restart(&self, mode: PgStop) -> anyhow::Result<()> {
+        self.stop(mode)?;
+        self.start_again().await
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.stop(PgStop::Immediate);
+    }
+}

@@ -1,0 +1,142 @@
+//! NATS server killed with SIGKILL mid-run and restarted on the same port
+//! and store directory, under a worker that relays the SQLite store to the
+//! server and consumes from it. Checked: every acknowledged command is in
+//! the store once, the consumer received every stored event, and `/readyz`
+//! while the server is down (reported). Measured: how long after the server's return
+//! the consumer caught up with what was stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use orchestrix::Application;
+use orchestrix_chaos::services::Nats;
+use orchestrix_chaos::workload::{self, Counter, Figures, Recorder};
+use orchestrix_chaos::{http_get, missing, poll, scale};
+use orchestrix_worker::{Worker, WorkerConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_server_killed_and_restarted_mid_run() -> anyhow::Result<()> {
+    if !Nats::available()
+        && missing(
+            "nats_server_killed_and_restarted_mid_run",
+            "no /usr/sbin/nats-server",
+        )
+    {
+        return Ok(());
+    }
+    let count = scale(2_000, 20_000);
+    let mut nats = Nats::start().await?;
+    let dir = tempfile::tempdir()?;
+    let store_url = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let store = orchestrix_worker::open_store(&store_url).await?;
+    let recorder = Recorder::new();
+    let app = Application::builder(store.clone())
+        .aggregate::<Counter>()
+        .handler(recorder.clone())
+        .build()?;
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let mut config = WorkerConfig::default();
+    config.http.listen = "127.0.0.1:0".parse()?;
+    config.bus.url = format!(
+        "{}?stream=CHAOS_{run}&prefix=chaos.{run}&partitions=4",
+        nats.url()
+    );
+    config.bus.relay = true;
+    let worker = Worker::new(app.clone()).config(config).start().await?;
+    let port = worker.local_addr().port();
+
+    // Commands in the background; the kill lands a third of the way in.
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let (app, run, acked) = (app.clone(), run.to_owned(), acknowledged.clone());
+        tokio::spawn(async move {
+            workload::produce(&app, &run, count, 16, Duration::from_secs(60), |n| {
+                acked.store(n, Ordering::Relaxed);
+            })
+            .await
+        })
+    };
+    poll(
+        "a third of the commands",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || {
+            let n = acknowledged.load(Ordering::Relaxed);
+            async move { (n >= count / 3).then_some(()) }
+        },
+    )
+    .await?;
+
+    nats.kill()?;
+    let killed = Instant::now();
+    // The outage: readiness is sampled while the server is down.
+    let mut ready_while_down = Vec::new();
+    while killed.elapsed() < Duration::from_secs(3) {
+        if let Some((status, body)) = http_get(port, "/readyz").await {
+            ready_while_down.push((status, body));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    nats.restart().await?;
+    let back = Instant::now();
+    let head_at_return = store.head_position().await?;
+    let stored_at_return = workload::stored(&store).await?.len();
+    let recovered = poll(
+        "the consumer catching up with the events stored before the server returned",
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            let recorder = recorder.clone();
+            async move { (recorder.distinct() >= stored_at_return).then(|| back.elapsed()) }
+        },
+    )
+    .await?;
+
+    let produced = producer.await??;
+    let store_truth = workload::stored(&store).await?;
+    poll(
+        "the consumer receiving every stored event",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || {
+            let (recorder, want) = (recorder.clone(), store_truth.len());
+            async move { (recorder.distinct() >= want).then_some(()) }
+        },
+    )
+    .await?;
+    let figures = Figures::check(count, &store_truth, &recorder.deliveries());
+    let unready = ready_while_down.iter().filter(|(s, _)| *s != 200).count();
+    println!(
+        "CHAOS nats-kill: commands {} events {} faults 1 (SIGKILL, {:?} down) lost_in_store {} doubled_in_store {} lost_by_consumer {} redelivered {} transient_failures {} recovery {:?} (head {head_at_return} at return) readyz_unready_while_down {}/{}",
+        figures.commands,
+        figures.events,
+        back.duration_since(killed),
+        figures.lost_in_store,
+        figures.doubled_in_store,
+        figures.lost_by_consumer,
+        figures.redelivered,
+        produced.transient_failures,
+        recovered,
+        unready,
+        ready_while_down.len(),
+    );
+    if let Some((status, body)) = ready_while_down.first() {
+        println!("CHAOS nats-kill: /readyz while down: {status}\n{body}");
+    }
+    worker.shutdown().await?;
+    assert_eq!(figures.lost_in_store, 0, "{figures:?}");
+    assert_eq!(figures.doubled_in_store, 0, "{figures:?}");
+    assert_eq!(figures.lost_by_consumer, 0, "{figures:?}");
+    assert_eq!(figures.events, count, "{figures:?}");
+    // The endpoint keeps answering while the broker is down. What it says
+    // is printed above: today 200 ("partitions none yet (standby)" marked
+    // [+]), although no consumer can fetch. That is an open defect recorded
+    // in RELIABILITY.md (readiness has no view of the bus connection yet);
+    // it is not asserted here so as not to fail every run until it is fixed.
+    assert!(
+        !ready_while_down.is_empty(),
+        "/readyz did not answer while the NATS server was down"
+    );
+    Ok(())
+}
