@@ -258,6 +258,8 @@ type GroupWatch = (String, String, String, Partitions);
 pub struct BusStatus {
     bus: &'static str,
     groups: Arc<Vec<GroupWatch>>,
+    /// Whether the bus client is connected now, when it can tell.
+    connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl fmt::Debug for BusStatus {
@@ -274,6 +276,16 @@ impl BusStatus {
     #[must_use]
     pub fn bus(&self) -> &'static str {
         self.bus
+    }
+
+    /// Whether this process's bus client is connected now: `Some` on NATS
+    /// (the client's connection state), `None` where the client cannot
+    /// tell (librdkafka keeps one connection per broker and reconnects on
+    /// its own). While it is `Some(false)` no consumer can fetch, whatever
+    /// partitions it holds.
+    #[must_use]
+    pub fn connected(&self) -> Option<bool> {
+        self.connected.as_ref().map(|connected| connected())
     }
 
     /// Every group's partitions in this process, now.
@@ -546,6 +558,13 @@ mod nats {
             status: BusStatus {
                 bus: "nats",
                 groups: Arc::default(),
+                connected: Some({
+                    let client = client.clone();
+                    Arc::new(move || {
+                        client.connection_state()
+                            == orchestrix_nats::async_nats::connection::State::Connected
+                    })
+                }),
             },
         };
         // On an error below, dropping `runtime` stops what started.
@@ -661,6 +680,7 @@ mod kafka {
             status: BusStatus {
                 bus: "kafka",
                 groups: Arc::default(),
+                connected: None,
             },
         };
         // On an error below, dropping `runtime` stops what started.

@@ -83,6 +83,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     // worker with none (more workers than partitions) is a standby, still
     // ready.
     if let Some(bus) = shared.bus() {
+        if let Some(connected) = bus.connected() {
+            let state = if connected {
+                "connected"
+            } else {
+                "disconnected: no consumer can fetch"
+            };
+            check(connected, format!("{} {state}", bus.bus()));
+        }
         for a in bus.assignments() {
             let partitions = if a.partitions.is_empty() {
                 "none yet (standby)".to_owned()
