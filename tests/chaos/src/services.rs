@@ -239,3 +239,186 @@ impl Drop for Postgres {
         let _ = self.stop(PgStop::Immediate);
     }
 }
+
+/// The repository root (for `tests/scripts`).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Kafka classpath `tests/scripts/services.sh` resolves, resolved here
+/// the same way when missing.
+fn kafka_classpath() -> anyhow::Result<String> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+    let dir = PathBuf::from(home).join(".cache/orchestrix/services/kafka");
+    let out = dir.join("classpath.txt");
+    let usable = std::fs::read_to_string(&out).ok().filter(|cp| {
+        cp.split(':')
+            .next()
+            .is_some_and(|first| !first.is_empty() && Path::new(first.trim()).exists())
+    });
+    if let Some(cp) = usable {
+        return Ok(cp.trim().to_owned());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let pom = repo_root().join("tests/scripts/maven/kafka/pom.xml");
+    let status = Command::new("mvn")
+        .args(["-q", "-B", "-f"])
+        .arg(&pom)
+        .arg("dependency:build-classpath")
+        .arg(format!("-Dmdep.outputFile={}", out.display()))
+        .stdout(Stdio::null())
+        .status()
+        .context("running mvn")?;
+    if !status.success() {
+        bail!("mvn dependency:build-classpath of {} failed", pom.display());
+    }
+    Ok(std::fs::read_to_string(&out)?.trim().to_owned())
+}
+
+/// An Apache Kafka broker (KRaft, combined broker and controller) of this
+/// case's own, as `tests/scripts/services.sh` starts the shared one.
+#[derive(Debug)]
+pub struct Kafka {
+    port: u16,
+    dir: tempfile::TempDir,
+    classpath: String,
+    child: Option<Child>,
+}
+
+impl Kafka {
+    /// Whether Java and Maven (or a resolved classpath) are there.
+    #[must_use]
+    pub fn available() -> bool {
+        Command::new("java")
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Formats a fresh data directory and starts a broker on free ports.
+    ///
+    /// # Errors
+    /// When the classpath, the formatting or the start fails.
+    pub async fn start() -> anyhow::Result<Self> {
+        let classpath = kafka_classpath()?;
+        let dir = tempfile::tempdir()?;
+        let (port, controller) = (crate::free_port()?, crate::free_port()?);
+        let template =
+            std::fs::read_to_string(repo_root().join("tests/scripts/kafka/server.properties"))?;
+        let properties = template
+            .replace("@DATA@", &dir.path().join("data").display().to_string())
+            .replace("127.0.0.1:9092", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9093", &format!("127.0.0.1:{controller}"));
+        let props = dir.path().join("server.properties");
+        std::fs::write(&props, properties)?;
+        let uuid = Command::new("java")
+            .args(["-cp", &classpath, "kafka.tools.StorageTool", "random-uuid"])
+            .stderr(Stdio::null())
+            .output()?;
+        let uuid = String::from_utf8_lossy(&uuid.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let format = Command::new("java")
+            .args([
+                "-cp",
+                &classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+            ])
+            .arg(&uuid)
+            .arg("-c")
+            .arg(&props)
+            .output()?;
+        if !format.status.success() {
+            bail!(
+                "formatting Kafka storage: {}",
+                String::from_utf8_lossy(&format.stderr)
+            );
+        }
+        let mut kafka = Self {
+            port,
+            dir,
+            classpath,
+            child: None,
+        };
+        kafka.restart().await?;
+        Ok(kafka)
+    }
+
+    /// `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker with SIGKILL (its log directory stays).
+    ///
+    /// # Errors
+    /// When the process cannot be killed.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the broker (again) on the same ports and data directory;
+    /// returns once it logged "Kafka Server started".
+    ///
+    /// # Errors
+    /// When it cannot start or is not up within 120 s.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        let log_path = self.dir.path().join("kafka.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new("java")
+            .args(["-Xms128m", "-Xmx512m", "-XX:+UseG1GC"])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                repo_root()
+                    .join("tests/scripts/kafka/log4j2.properties")
+                    .display()
+            ))
+            .args(["-cp", &self.classpath])
+            .arg("kafka.Kafka")
+            .arg(self.dir.path().join("server.properties"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the Kafka broker")?;
+        self.child = Some(child);
+        let port = self.port;
+        crate::poll(
+            "the Kafka broker started",
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || {
+                let log_path = log_path.clone();
+                async move {
+                    let started = std::fs::read_to_string(&log_path)
+                        .is_ok_and(|l| l.contains("Kafka Server started"));
+                    let open = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok();
+                    (started && open).then_some(())
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
