@@ -17,6 +17,7 @@ pub mod store;
 pub mod telemetry;
 pub mod upcast;
 pub mod url;
+pub mod wire;
 
 pub use aggregate::Aggregate;
 pub use app::{Application, ApplicationBuilder, IntoProjection, Module};

@@ -118,12 +118,7 @@ impl BackendUrl {
                     ));
                 }
             }
-            _ => {
-                let parsed = url::Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
-                if parsed.host_str().is_none_or(str::is_empty) {
-                    return Err(invalid("needs a host".into()));
-                }
-            }
+            _ => check_hosts(rest).map_err(invalid)?,
         }
         Ok(Self {
             scheme,
@@ -157,6 +152,42 @@ impl fmt::Display for BackendUrl {
     }
 }
 
+/// Checks the authority of `rest` (what follows `scheme://`): one or more
+/// comma-separated `host[:port]` (brokers, cluster nodes), after optional
+/// user info. `url::Url` cannot parse several hosts, so this is done here.
+fn check_hosts(rest: &str) -> std::result::Result<(), String> {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if hosts.is_empty() {
+        return Err("needs a host".into());
+    }
+    for host in hosts.split(',') {
+        let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{host}`: unclosed `[`"))?;
+            (addr, after.strip_prefix(':'))
+        } else {
+            match host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host, None),
+            }
+        };
+        if name.is_empty() {
+            return Err(format!("`{host}` has no host name"));
+        }
+        if name.contains([' ', '\t', '<', '>', '"', '{', '}', '|', '^', '`']) {
+            return Err(format!("`{name}` is not a host name"));
+        }
+        if let Some(port) = port
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!("`{host}` has a bad port `{port}`"));
+        }
+    }
+    Ok(())
+}
+
 /// Hides a password in a URL for logs and errors.
 #[must_use]
 pub fn redact(raw: &str) -> String {
@@ -166,5 +197,39 @@ pub fn redact(raw: &str) -> String {
             u.to_string()
         }
         _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_hosts_parse_as_brokers_or_nodes() {
+        for ok in [
+            "kafka://a:9092,b:9092,c:9092?prefix=bank",
+            "scylla://user:pw@n1:9042,n2:9042/ks?consistency=quorum",
+            "nats://127.0.0.1:4222",
+            "postgres://postgres@db/test",
+            "kafka://[::1]:9092,[fe80::1]:9093",
+        ] {
+            let url = BackendUrl::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(url.as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn bad_hosts_are_typed_errors_that_say_why() {
+        for (bad, why) in [
+            ("kafka://", "needs a host"),
+            ("kafka://a:9092,:9093", "no host name"),
+            ("scylla://n1:90x2/ks", "bad port"),
+            ("nats://u@/x", "needs a host"),
+            ("kafka://[::1:9092", "unclosed"),
+        ] {
+            let err = BackendUrl::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
     }
 }

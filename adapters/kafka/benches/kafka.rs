@@ -24,7 +24,9 @@ use orchestrix::{EventRecord, RecordedEvent, Store, StreamId};
 use orchestrix_kafka::publisher::{EncodedMessage, encode_event};
 use orchestrix_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use orchestrix_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher, ensure_topic};
+use orchestrix_kafka::{
+    ConsumerWorker, KafkaConfig, KafkaPublisher, TransactionalPublisher, ensure_topic,
+};
 use serde_json::json;
 
 const EVENTS: u64 = 50_000;
@@ -76,6 +78,18 @@ async fn raw_publish(
     }
     for f in futures::future::join_all(pending).await {
         f.expect("not canceled").expect("delivered");
+    }
+    start.elapsed()
+}
+
+async fn transactional_publish(
+    publisher: &TransactionalPublisher,
+    events: &[RecordedEvent],
+    batch: usize,
+) -> Duration {
+    let start = Instant::now();
+    for chunk in events.chunks(batch) {
+        publisher.publish_events(chunk).await.unwrap();
     }
     start.elapsed()
 }
@@ -242,25 +256,37 @@ async fn main() {
         })
         .sum();
     let publisher = KafkaPublisher::new(config.clone()).unwrap();
+    let mut tx_config = config.clone();
+    tx_config.topics.prefix = format!("{run}-tx");
+    let transactional = TransactionalPublisher::new(tx_config, format!("{run}-relay")).unwrap();
     let raw: FutureProducer = config.producer_client_config().create().unwrap();
     let raw_topic = format!("{run}.raw");
     ensure_topic(&config, &raw_topic, 6).await.unwrap();
     // Warm up both paths (topic creation, metadata, connections).
     publisher.publish_events(&all[..1_000]).await.unwrap();
+    transactional.publish_events(&all[..1_000]).await.unwrap();
     raw_publish(&raw, &raw_topic, &encoded[..1_000]).await;
 
-    let (mut t_raw, mut t_500, mut t_5000, mut t_one) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut t_raw, mut t_500, mut t_5000, mut t_one, mut t_tx500, mut t_tx5000) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..ROUNDS {
         t_raw.push(raw_publish(&raw, &raw_topic, &encoded).await);
         t_500.push(orchestrix_publish(&publisher, &all, 500).await);
         t_5000.push(orchestrix_publish(&publisher, &all, 5_000).await);
         t_one.push(orchestrix_publish(&publisher, &all, all.len()).await);
+        t_tx500.push(transactional_publish(&transactional, &all, 500).await);
+        t_tx5000.push(transactional_publish(&transactional, &all, 5_000).await);
     }
     let (raw_t, b500_t, b5000_t, one_t) = (best(&t_raw), best(&t_500), best(&t_5000), best(&t_one));
 
     // 2. Latency, with librdkafka's default fetch wait and with a short one.
-    let lat_default = latency(&config, &format!("{run}-lat"), None).await;
+    let lat_default = latency(&config, &format!("{run}-lat"), Some(100)).await;
     let lat_500 = latency(&config, &format!("{run}-lat500"), Some(500)).await;
     let lat_short = latency(&config, &format!("{run}-lat20"), Some(20)).await;
 
@@ -294,6 +320,14 @@ async fn main() {
     );
     row("KafkaPublisher, batches of 5,000, each awaited", b5000_t);
     row("KafkaPublisher, one batch", one_t);
+    row(
+        "TransactionalPublisher, batches of 500, one transaction each",
+        best(&t_tx500),
+    );
+    row(
+        "TransactionalPublisher, batches of 5,000, one transaction each",
+        best(&t_tx5000),
+    );
     println!(
         "| (CloudEvents encoding alone, in the publisher's time) | {:.2} s | {:.0} | | |",
         encode_t.as_secs_f64(),
@@ -305,11 +339,11 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|---:|");
     for (name, lat) in [
+        ("fetch_wait_max_ms = 100", &lat_default),
         (
-            "default settings (consumer.fetch_wait_max_ms = 100)",
-            &lat_default,
+            "fetch_wait_max_ms = 500 (the default, librdkafka's)",
+            &lat_500,
         ),
-        ("fetch_wait_max_ms = 500 (librdkafka's default)", &lat_500),
         ("fetch_wait_max_ms = 20", &lat_short),
     ] {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use orchestrix::cloudevent::{CloudEvent, binary};
 use orchestrix::relay::Publisher;
+use orchestrix::wire::ValueFormat;
 use orchestrix::{RecordedEvent, StreamId};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -135,6 +136,7 @@ pub struct KafkaPublisher {
     config: Arc<KafkaConfig>,
     producer: RwLock<FutureProducer>,
     topics: Topics,
+    format: Option<Arc<dyn ValueFormat>>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -161,7 +163,17 @@ impl KafkaPublisher {
             config: Arc::new(config),
             producer: RwLock::new(producer),
             topics,
+            format: None,
         })
+    }
+
+    /// Writes record values in `format` (e.g. Avro in the Confluent wire
+    /// format, `orchestrix_schema_registry::AvroWireFormat`) instead of the
+    /// stored bytes.
+    #[must_use]
+    pub fn with_value_format(mut self, format: Arc<dyn ValueFormat>) -> Self {
+        self.format = Some(format);
+        self
     }
 
     /// Renames the publisher (and so its relay checkpoint), e.g. to run two
@@ -212,7 +224,10 @@ impl KafkaPublisher {
         let producer = self.producer();
         let mut pending = Vec::with_capacity(events.len());
         for (event, topic) in events.iter().zip(&topics) {
-            let m = encode_to(topic.clone(), event)?;
+            let m = match &self.format {
+                None => encode_to(topic.clone(), event)?,
+                Some(format) => encode_to(topic.clone(), &format.outbound(topic, event).await?)?,
+            };
             let mut record = FutureRecord::to(&m.topic)
                 .key(m.key.as_bytes())
                 .payload(&m.payload[..])

@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use orchestrix::RecordedEvent;
 use orchestrix::cloudevent::EXT_GLOBAL_POSITION;
 use orchestrix::relay::Publisher;
+use orchestrix::wire::ValueFormat;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers as _, Message as _};
@@ -72,6 +73,7 @@ pub struct TransactionalPublisher {
     /// Serializes transactions (one producer has one open transaction) and
     /// remembers whether `init_transactions` ran.
     state: Mutex<bool>,
+    format: Option<Arc<dyn ValueFormat>>,
 }
 
 impl std::fmt::Debug for TransactionalPublisher {
@@ -115,7 +117,16 @@ impl TransactionalPublisher {
             producer,
             topics,
             state: Mutex::new(false),
+            format: None,
         })
+    }
+
+    /// Writes record values in `format` (e.g. Avro in the Confluent wire
+    /// format) instead of the stored bytes.
+    #[must_use]
+    pub fn with_value_format(mut self, format: Arc<dyn ValueFormat>) -> Self {
+        self.format = Some(format);
+        self
     }
 
     /// Renames the publisher (and so its relay checkpoint).
@@ -164,7 +175,14 @@ impl TransactionalPublisher {
                 .config
                 .topics
                 .topic_for(event.stream_id.category(), &event.record.source);
-            messages.push(encode_to(topic, event)?);
+            let m = match &self.format {
+                None => encode_to(topic, event)?,
+                Some(format) => {
+                    let wire = format.outbound(&topic, event).await?;
+                    encode_to(topic, &wire)?
+                }
+            };
+            messages.push(m);
         }
         let mut distinct: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
         distinct.sort_unstable();

@@ -82,6 +82,8 @@ pub struct NatsPublisher {
 struct Inner {
     js: jetstream::Context,
     config: NatsConfig,
+    /// How payloads are written on the bus (`None`: the stored bytes).
+    format: Option<Arc<dyn orchestrix::wire::ValueFormat>>,
 }
 
 impl fmt::Debug for NatsPublisher {
@@ -116,8 +118,27 @@ impl NatsPublisher {
             crate::setup::ensure_streams(&js, &config).await?;
         }
         Ok(Self {
-            inner: Arc::new(Inner { js, config }),
+            inner: Arc::new(Inner {
+                js,
+                config,
+                format: None,
+            }),
         })
+    }
+
+    /// Writes payloads on the bus in `format` (e.g. Avro in the Confluent
+    /// wire format, `orchestrix_schema_registry::AvroWireFormat`) instead of
+    /// the stored bytes. The subject prefix is the format's topic.
+    #[must_use]
+    pub fn with_value_format(self, format: Arc<dyn orchestrix::wire::ValueFormat>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                js: inner.js.clone(),
+                config: inner.config.clone(),
+                format: Some(format),
+            }),
+        }
     }
 
     /// The config.
@@ -160,7 +181,15 @@ impl NatsPublisher {
             VecDeque::with_capacity(max.min(events.len()));
         let mut report = PublishReport::default();
         for event in events {
-            let message = self.encode(event)?;
+            let message = match &self.inner.format {
+                None => self.encode(event)?,
+                Some(format) => {
+                    let wire = format
+                        .outbound(&self.inner.config.stream.subject_prefix, event)
+                        .await?;
+                    self.encode(&wire)?
+                }
+            };
             if pending.len() >= max
                 && let Some((id, subject, ack)) = pending.pop_front()
             {

@@ -69,6 +69,12 @@ impl ConfluentAvro {
         self
     }
 
+    /// The codec (its catalog names every event type's schemas).
+    #[must_use]
+    pub fn codec(&self) -> &AvroCodec {
+        &self.codec
+    }
+
     /// The schema id cache.
     #[must_use]
     pub fn cache(&self) -> &SchemaIdCache {

@@ -8,6 +8,7 @@ mod registry;
 pub mod server;
 pub mod storage;
 mod types;
+pub mod wire;
 
 pub use api::SchemaRegistry;
 pub use client::RegistryClient;
@@ -16,3 +17,4 @@ pub use error::{RegistryError, Result};
 pub use orchestrix_avro::compat::CompatibilityLevel;
 pub use registry::EmbeddedRegistry;
 pub use types::{CONTENT_TYPE, CompatibilityResult, SubjectVersion, VersionSpec};
+pub use wire::AvroWireFormat;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bus;
+pub mod format;
 
 pub use bus::{
     AppRuntime, Assignment, BusOptions, BusRuntime, BusStatus, is_bus_url, start_on_bus,

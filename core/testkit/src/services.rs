@@ -10,7 +10,7 @@
 //!   back to an in-memory stand-in.
 //! - With the `containers` feature and `ORCHESTRIX_TEST_CONTAINERS=1`, the
 //!   service is started in a Docker container instead (once per test
-//!   process) and its mapped address is returned; see [`containers`](crate::containers).
+//!   process) and its mapped address is returned; see the `containers` module.
 //!
 //! ```
 //! use orchestrix_testkit::services::{Service, url_from_env};

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use orchestrix_kafka::config::RetryConfig;
@@ -12,53 +11,18 @@ use orchestrix_kafka::rdkafka::ClientConfig;
 use orchestrix_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use orchestrix_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use orchestrix_kafka::{KafkaConfig, KafkaRecord};
+use orchestrix_testkit::services::{Service, require};
 
 /// The brokers to test against, or `None` (after saying why) when none is
-/// reachable. Panics instead when `CI=true`: CI must never pass quietly.
+/// reachable. Panics instead when `CI=true`: CI must never pass quietly
+/// (the testkit's one service rule).
 pub fn kafka_brokers() -> Option<String> {
-    let brokers =
-        std::env::var("ORCHESTRIX_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    if reachable(&brokers) {
-        return Some(brokers);
-    }
-    let reason = format!(
-        "no Kafka broker reachable at {brokers} (set ORCHESTRIX_KAFKA_BROKERS, or run `bash tests/scripts/services.sh` to start Tansu)"
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {reason}");
-    }
-    eprintln!("skipping: {reason}");
-    None
+    require(Service::Kafka)
 }
 
 /// Like [`kafka_brokers`] for PostgreSQL.
 pub fn postgres_url() -> Option<String> {
-    let url = std::env::var("ORCHESTRIX_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let host_port = url
-        .split('@')
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
-    if reachable(&host_port) {
-        return Some(url);
-    }
-    let reason = format!("no PostgreSQL reachable at {host_port} (set ORCHESTRIX_POSTGRES_URL)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {reason}");
-    }
-    eprintln!("skipping: {reason}");
-    None
-}
-
-fn reachable(list: &str) -> bool {
-    list.split(',').any(|b| {
-        b.to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-    })
+    require(Service::Postgres)
 }
 
 /// A name no other test run uses.
@@ -66,8 +30,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
-/// Settings for tests: the given brokers, a random topic prefix, quick group
-/// joins (Tansu with librdkafka's default 45 s session takes > 20 s), quick
+/// Settings for tests: the given brokers, a random topic prefix, a short
+/// session (a killed member's partitions move on within seconds), quick
 /// commits and retries.
 pub fn test_config(brokers: &str) -> KafkaConfig {
     let mut c = KafkaConfig {
@@ -89,9 +53,8 @@ pub fn test_config(brokers: &str) -> KafkaConfig {
 /// Reads `topic` from the beginning: at least `expected` records (unless
 /// `timeout` passes first), then on until nothing new arrives for a second.
 /// Sorted by partition, then offset.
-///
-/// Not by high watermarks: Tansu 0.6 reports the base offset of a partition's
-/// last batch plus one as its high watermark, not the last offset plus one.
+/// (Reading up to the high watermarks would stop early on an open
+/// transaction's records; a quiet second is simpler and enough here.)
 pub fn read_topic(
     brokers: &str,
     topic: &str,
