@@ -9,14 +9,14 @@ use futures::future::BoxFuture;
 
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
-use crate::event::Command;
+use crate::event::{Command, Event};
 use crate::executor::{CommandContext, CommandExecutor, CommandOutcome, ExecutorConfig};
 use crate::runtime::view::{MemoryReadModels, ReadModel, ReadModelStore, View, ViewProjection};
 use crate::runtime::{
     BackgroundTask, ConsumerConfig, EventHandler, Registrations, TransactionalProjection,
 };
 use crate::saga::{Saga, SagaConfig, SagaEngine};
-use crate::store::Store;
+use crate::store::{Filter, Store};
 
 /// A bounded context: registers its aggregates, projections and sagas with
 /// the same chaining calls as an application does.
@@ -96,6 +96,7 @@ pub struct ApplicationBuilder {
     sagas: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     views: HashSet<TypeId>,
     read_models: Arc<dyn ReadModelStore>,
+    catalog: crate::catalog::Recorder,
     errors: Vec<Error>,
 }
 
@@ -199,6 +200,7 @@ impl ApplicationBuilder {
                 ),
             ));
         }
+        self.catalog.aggregate::<A>(&config.source);
         let executor = CommandExecutor::<A>::new(self.store.clone(), config);
         let for_run = executor.clone();
         let run: Erased = Arc::new(move |command: Box<dyn Any + Send>, context| {
@@ -252,7 +254,12 @@ impl ApplicationBuilder {
         projection: Arc<dyn TransactionalProjection>,
     ) -> Self {
         let config = self.consumer_defaults.clone();
+        let (name, filter) = (projection.name().to_owned(), projection.filter());
         let result = self.registrations.add_transactional(projection, config);
+        if result.is_ok() {
+            self.catalog
+                .projection(&name, crate::catalog::ProjectionKind::Transactional, filter);
+        }
         self.collect(result)
     }
 
@@ -277,6 +284,7 @@ impl ApplicationBuilder {
         config: SagaConfig,
         consumer: ConsumerConfig,
     ) -> Self {
+        self.catalog.saga(&saga);
         let result = crate::saga::registry::register(
             &mut self.registrations,
             &self.store,
@@ -297,6 +305,9 @@ impl ApplicationBuilder {
             }
             Ok(())
         });
+        if result.is_err() {
+            self.catalog.forget_last_saga();
+        }
         self.collect(result)
     }
 
@@ -305,7 +316,11 @@ impl ApplicationBuilder {
     #[must_use]
     pub fn handler(mut self, handler: Arc<dyn EventHandler>) -> Self {
         let config = self.consumer_defaults.clone();
+        let (name, filter) = (handler.name().to_owned(), handler.filter());
         let result = self.registrations.add_handler(handler, config);
+        if result.is_ok() {
+            self.catalog.handler(&name, filter);
+        }
         self.collect(result)
     }
 
@@ -363,6 +378,7 @@ impl ApplicationBuilder {
                 sagas: self.sagas,
                 views: self.views,
                 read_models: self.read_models,
+                catalog: self.catalog,
             }),
         })
     }
@@ -385,19 +401,30 @@ impl<V: View> IntoProjection for V {
             .registrations
             .add_projection(Arc::new(projection), config)?;
         builder.views.insert(TypeId::of::<V>());
+        builder.catalog.projection(
+            V::NAME,
+            crate::catalog::ProjectionKind::View,
+            Filter::all().event_types(V::Event::event_types().iter().map(|t| t.event_type)),
+        );
         Ok(())
     }
 }
 
 impl<P: crate::runtime::Projection> IntoProjection for Arc<P> {
     fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()> {
-        builder.registrations.add_projection(self, config)
+        let projection: Arc<dyn crate::runtime::Projection> = self;
+        projection.register(builder, config)
     }
 }
 
 impl IntoProjection for Arc<dyn crate::runtime::Projection> {
     fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()> {
-        builder.registrations.add_projection(self, config)
+        let (name, filter) = (self.name().to_owned(), self.filter());
+        builder.registrations.add_projection(self, config)?;
+        builder
+            .catalog
+            .projection(&name, crate::catalog::ProjectionKind::Projection, filter);
+        Ok(())
     }
 }
 
@@ -409,6 +436,7 @@ struct Inner {
     sagas: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     views: HashSet<TypeId>,
     read_models: Arc<dyn ReadModelStore>,
+    catalog: crate::catalog::Recorder,
 }
 
 /// Commands in, events out: the wired application. Cheap to clone.
@@ -477,6 +505,7 @@ impl Application {
             sagas: HashMap::new(),
             views: HashSet::new(),
             read_models: Arc::new(MemoryReadModels::default()),
+            catalog: crate::catalog::Recorder::default(),
             errors: Vec::new(),
         }
     }
@@ -577,6 +606,11 @@ impl Application {
             });
         }
         Ok(ReadModel::new(self.inner.read_models.clone()))
+    }
+
+    /// What the builder recorded for [`Catalog::of`](crate::catalog::Catalog::of).
+    pub(crate) fn catalog_recorder(&self) -> &crate::catalog::Recorder {
+        &self.inner.catalog
     }
 
     /// The store of the typed read models.

@@ -141,6 +141,7 @@ pub fn __retag<E: DeserializeOwned>(
 /// assert_eq!(pay.command_type(), "Pay");
 /// let escalate = OrderCommand::Escalate { ticket: "t-9".into(), order: "o-1".into() };
 /// assert_eq!(escalate.aggregate_id(), "t-9");
+/// assert_eq!(OrderCommand::command_types(), ["Place", "Pay", "Escalate"]);
 /// ```
 ///
 /// By hand:
@@ -163,6 +164,17 @@ pub trait Command: Send + Sync + 'static {
     fn command_type(&self) -> &'static str {
         let full = std::any::type_name::<Self>();
         full.rsplit("::").next().unwrap_or(full)
+    }
+
+    /// Every name [`command_type`](Self::command_type) can return, in
+    /// declaration order: the variants' names when derived, the Rust type
+    /// name by default. The [event catalog](crate::catalog) lists them.
+    fn command_types() -> Vec<&'static str>
+    where
+        Self: Sized,
+    {
+        let full = std::any::type_name::<Self>();
+        vec![full.rsplit("::").next().unwrap_or(full)]
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod catalog;
 pub mod cloudevent;
 pub mod coalesce;
 pub mod codec;

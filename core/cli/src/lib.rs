@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod catalog;
 mod commands;
 mod output;
 mod schema;
@@ -14,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use orchestrix::Store;
 use orchestrix_ops::Operations;
 
+pub use catalog::{CatalogArgs, CatalogFormat};
 pub use commands::{
     DlqCommand, EventsCommand, ProjectionsCommand, RegistryCommand, SagasCommand, StreamsCommand,
 };
@@ -84,6 +86,10 @@ pub enum Command {
     /// Run an embedded schema registry.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// The application's event catalog: commands, events with schema
+    /// versions, aggregates, projections and sagas, as Markdown with a
+    /// Mermaid flow diagram (needs the application's own binary).
+    Catalog(CatalogArgs),
 }
 
 /// A command's failure, with its exit code.
@@ -244,6 +250,16 @@ pub async fn run(cli: Cli, context: &Context, out: &mut Out<'_>) -> Result<(), F
         Command::Dlq(cmd) => commands::dlq(cmd, &ops().await?, &urls, out).await,
         Command::Sagas(cmd) => commands::sagas(cmd, &ops().await?, out).await,
         Command::Registry(cmd) => commands::registry(cmd, out).await,
+        Command::Catalog(args) => {
+            // The catalog needs the registrations, not the data: any store
+            // will do, an in-memory one when none is given.
+            let store = match &urls.store {
+                Some(url) => orchestrix_backends::open_store(url).await?,
+                None => Store::memory(),
+            };
+            let ops = (context.connect)(store).await?;
+            catalog::run(&args, &ops, out)
+        }
         Command::Schema(cmd) => match schema::run(cmd).await {
             Ok(code) if code == ExitCode::SUCCESS => Ok(()),
             Ok(_) => Err(Failure {

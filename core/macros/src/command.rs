@@ -12,18 +12,20 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let name = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let default_id = id_attr(&input.attrs)?;
-    let (id_body, type_body) = match &input.data {
+    let (id_body, type_body, all_types) = match &input.data {
         Data::Struct(data) => {
             let member = member_for(&data.fields, default_id.as_ref(), input.span())?;
             let type_name = name.to_string();
             (
                 quote!(::std::string::ToString::to_string(&self.#member)),
                 quote!(#type_name),
+                vec![type_name],
             )
         }
         Data::Enum(data) => {
             let mut ids = Vec::new();
             let mut types = Vec::new();
+            let mut names = Vec::new();
             for variant in &data.variants {
                 let ident = &variant.ident;
                 let own = id_attr(&variant.attrs)?;
@@ -61,6 +63,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     Fields::Unit => quote!(Self::#ident),
                 };
                 types.push(quote!(#any => #type_name));
+                names.push(type_name);
             }
             if ids.is_empty() {
                 return Err(syn::Error::new(
@@ -71,6 +74,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             (
                 quote!(match self { #(#ids,)* }),
                 quote!(match self { #(#types,)* }),
+                names,
             )
         }
         Data::Union(_) => {
@@ -87,6 +91,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
             fn command_type(&self) -> &'static str {
                 #type_body
+            }
+            fn command_types() -> ::std::vec::Vec<&'static str> {
+                ::std::vec![#(#all_types),*]
             }
         }
     })

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::app::Application;
+use crate::catalog::CommandSet;
 use crate::error::Result;
 use crate::event::Command;
 use crate::executor::{CommandContext, CommandOutcome};
@@ -55,6 +56,18 @@ pub trait SagaCommand:
         app: &Application,
         context: CommandContext,
     ) -> BoxFuture<'static, Result<CommandOutcome>>;
+
+    /// The commands it may send, for the [event catalog](crate::catalog):
+    /// the command itself for a [`Command`]; none by default for an enum
+    /// dispatched by hand, which lists its commands with
+    /// [`CommandSet::of`] (and [`CommandSet::only`] to name the variants a
+    /// saga really sends).
+    fn commands() -> Vec<CommandSet>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
 }
 
 impl<C> SagaCommand for C
@@ -68,5 +81,9 @@ where
     ) -> BoxFuture<'static, Result<CommandOutcome>> {
         let app = app.clone();
         Box::pin(async move { app.execute_with(self, context).await })
+    }
+
+    fn commands() -> Vec<CommandSet> {
+        vec![CommandSet::of::<C>()]
     }
 }

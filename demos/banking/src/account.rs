@@ -82,7 +82,8 @@ impl AccountEvent {
 }
 
 /// What can be asked of an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(id = account)]
 pub enum AccountCommand {
     /// Opens an account.
     Open {
@@ -158,23 +159,6 @@ pub enum AccountCommand {
         /// The transfer.
         transfer: String,
     },
-}
-
-impl Command for AccountCommand {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::Open { account, .. }
-            | Self::Deposit { account, .. }
-            | Self::Withdraw { account, .. }
-            | Self::Suspend { account, .. }
-            | Self::Reactivate { account }
-            | Self::Close { account }
-            | Self::Debit { account, .. }
-            | Self::Credit { account, .. }
-            | Self::ReverseDebit { account, .. }
-            | Self::ReverseCredit { account, .. } => account.clone(),
-        }
-    }
 }
 
 /// Why an account refuses a command.

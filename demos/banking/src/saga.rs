@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use orchestrix::catalog::CommandSet;
 use orchestrix::saga::{Saga, SagaCommand, SagaContext, SagaStep};
 use orchestrix::store::Filter;
 use orchestrix::{Application, CommandContext, CommandOutcome, Event, RecordedEvent, Result};
@@ -47,6 +48,18 @@ impl SagaCommand for BankCommand {
                 Self::Transfer(c) => app.execute_with(c, context).await,
             }
         })
+    }
+
+    fn commands() -> Vec<CommandSet> {
+        vec![
+            CommandSet::of::<AccountCommand>().only([
+                "Debit",
+                "ReverseDebit",
+                "Credit",
+                "ReverseCredit",
+            ]),
+            CommandSet::of::<TransferCommand>().only(["Complete", "Cancel"]),
+        ]
     }
 }
 

@@ -25,7 +25,8 @@ pub enum TransferEvent {
 }
 
 /// What can be asked of a transfer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(id = transfer)]
 pub enum TransferCommand {
     /// Asks for a transfer.
     Request {
@@ -48,16 +49,6 @@ pub enum TransferCommand {
         /// The transfer id.
         transfer: String,
     },
-}
-
-impl Command for TransferCommand {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::Request { transfer, .. }
-            | Self::Complete { transfer }
-            | Self::Cancel { transfer } => transfer.clone(),
-        }
-    }
 }
 
 /// Why a transfer refuses a command.

@@ -35,7 +35,8 @@ pub enum OrderEvent {
 }
 
 /// What can be asked of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(id = order)]
 pub enum OrderCommand {
     /// Places an order.
     Place {
@@ -62,16 +63,6 @@ pub enum OrderCommand {
         /// The order id.
         order: String,
     },
-}
-
-impl Command for OrderCommand {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::Place { order, .. } | Self::Confirm { order } | Self::Cancel { order } => {
-                order.clone()
-            }
-        }
-    }
 }
 
 /// Why an order refuses a command.
@@ -181,7 +172,8 @@ pub enum PaymentEvent {
 }
 
 /// What can be asked of a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(id = payment)]
 pub enum PaymentCommand {
     /// Charges a card.
     Charge {
@@ -197,14 +189,6 @@ pub enum PaymentCommand {
         /// The payment id.
         payment: String,
     },
-}
-
-impl Command for PaymentCommand {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::Charge { payment, .. } | Self::Refund { payment } => payment.clone(),
-        }
-    }
 }
 
 /// Why a payment refuses a command.
@@ -305,7 +289,8 @@ pub enum InventoryEvent {
 }
 
 /// What can be asked of a product's stock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Command)]
+#[command(id = sku)]
 pub enum InventoryCommand {
     /// Adds items.
     Restock {
@@ -330,16 +315,6 @@ pub enum InventoryCommand {
         /// The order.
         order: String,
     },
-}
-
-impl Command for InventoryCommand {
-    fn aggregate_id(&self) -> String {
-        match self {
-            Self::Restock { sku, .. } | Self::Reserve { sku, .. } | Self::Release { sku, .. } => {
-                sku.clone()
-            }
-        }
-    }
 }
 
 /// Why the stock refuses a command.

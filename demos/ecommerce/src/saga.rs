@@ -3,6 +3,7 @@
 //! cancels the order.
 
 use futures::future::BoxFuture;
+use orchestrix::catalog::CommandSet;
 use orchestrix::saga::{Saga, SagaCommand, SagaContext, SagaStep};
 use orchestrix::store::Filter;
 use orchestrix::{Application, CommandContext, CommandOutcome, Event, RecordedEvent, Result};
@@ -55,6 +56,14 @@ impl SagaCommand for ShopCommand {
                 Self::Inventory(c) => app.execute_with(c, context).await,
             }
         })
+    }
+
+    fn commands() -> Vec<CommandSet> {
+        vec![
+            CommandSet::of::<OrderCommand>().only(["Confirm", "Cancel"]),
+            CommandSet::of::<PaymentCommand>().only(["Charge", "Refund"]),
+            CommandSet::of::<InventoryCommand>().only(["Reserve", "Release"]),
+        ]
     }
 }
 
