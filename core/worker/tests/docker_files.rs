@@ -102,6 +102,24 @@ fn compose_runs_the_production_set_and_the_workers() {
         url.starts_with("postgres://") && url.contains("@postgres:5432/"),
         "{url}"
     );
+    // A second worker runs the same image on the ScyllaDB store, which the
+    // image is built to support.
+    let scylla_worker = get(&compose, "services.bank-worker-scylla");
+    assert_eq!(
+        str_of(scylla_worker, "image"),
+        str_of(worker, "image"),
+        "the same image"
+    );
+    let scylla_url = str_of(scylla_worker, "environment.ORCHESTRIX_STORE_URL");
+    assert!(
+        scylla_url.starts_with("scylla://scylla:9042/"),
+        "{scylla_url}"
+    );
+    let dockerfile = std::fs::read_to_string(docker_dir().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("scylla"),
+        "the image is built with the `scylla` feature"
+    );
     // Every file compose mounts exists.
     for service in services.values() {
         for volume in service["volumes"].as_sequence().into_iter().flatten() {
