@@ -48,6 +48,7 @@ use crate::store::{Filter, Store};
 ///
 /// let app = Application::builder(Store::memory()).module(Counting).build()?;
 /// assert_eq!(app.modules(), ["counting"]);
+/// assert_eq!(app.name(), "counting"); // named after its first module
 /// # Ok::<(), orchestrix::Error>(())
 /// ```
 pub trait Module: Send + Sync + 'static {
@@ -86,6 +87,7 @@ struct Handler {
 /// ```
 pub struct ApplicationBuilder {
     store: Store,
+    name: Option<String>,
     defaults: ExecutorConfig,
     consumer_defaults: ConsumerConfig,
     saga_defaults: SagaConfig,
@@ -122,6 +124,26 @@ impl ApplicationBuilder {
         if let Err(e) = result {
             self.errors.push(e);
         }
+        self
+    }
+
+    /// The application's name: what its bus resources are named after by
+    /// default (the NATS stream and the Kafka topic the relay publishes to,
+    /// the consumer groups), so that two applications on one broker never
+    /// share them. 1 to 64 ASCII letters, digits, `-` or `_`. Default: the
+    /// first registered module's name (`bank` for a `bank` module), or
+    /// `orchestrix` without modules.
+    ///
+    /// ```
+    /// use orchestrix::{Application, Store};
+    /// let app = Application::builder(Store::memory()).name("billing").build()?;
+    /// assert_eq!(app.name(), "billing");
+    /// assert!(Application::builder(Store::memory()).name("no spaces").build().is_err());
+    /// # Ok::<(), orchestrix::Error>(())
+    /// ```
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -369,8 +391,13 @@ impl ApplicationBuilder {
                 ));
             }
         }
+        let name = match self.name {
+            Some(name) => validate_name(name)?,
+            None => default_name(&self.modules),
+        };
         Ok(Application {
             inner: Arc::new(Inner {
+                name,
                 store: self.store,
                 handlers: self.handlers,
                 modules: self.modules,
@@ -428,7 +455,50 @@ impl IntoProjection for Arc<dyn crate::runtime::Projection> {
     }
 }
 
+/// A valid application name, or why not.
+fn validate_name(name: String) -> Result<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(name)
+    } else {
+        Err(Error::invalid(
+            format!("application name `{name}`"),
+            "must be 1 to 64 ASCII letters, digits, `-` or `_`",
+        ))
+    }
+}
+
+/// The first module's name with other characters replaced by `-`, or
+/// `orchestrix`.
+fn default_name(modules: &[String]) -> String {
+    let from_module: String = modules
+        .first()
+        .map(|m| {
+            m.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(64)
+                .collect()
+        })
+        .unwrap_or_default();
+    if from_module.is_empty() {
+        "orchestrix".to_owned()
+    } else {
+        from_module
+    }
+}
+
 struct Inner {
+    name: String,
     store: Store,
     handlers: HashMap<TypeId, Handler>,
     modules: Vec<String>,
@@ -474,6 +544,7 @@ pub struct Application {
 impl fmt::Debug for Application {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Application")
+            .field("name", &self.inner.name)
             .field("store", &self.inner.store)
             .field("modules", &self.inner.modules)
             .field(
@@ -495,6 +566,7 @@ impl Application {
     pub fn builder(store: Store) -> ApplicationBuilder {
         ApplicationBuilder {
             store,
+            name: None,
             defaults: ExecutorConfig::default(),
             consumer_defaults: ConsumerConfig::default(),
             saga_defaults: SagaConfig::default(),
@@ -514,6 +586,12 @@ impl Application {
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The application's name (see [`ApplicationBuilder::name`]).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// Names of the registered modules.

@@ -24,6 +24,18 @@
 //!   assignment; the worker starts each partition there.
 //! - **Flow control.** A partition whose buffered messages reach
 //!   `max_buffered_per_partition` is paused until its task catches up.
+//! - **Start position** ([`ConsumerBuilder::start_from`]), as on every
+//!   runtime: [`StartFrom::Checkpoint`] resumes from the group's committed
+//!   offsets (the earliest offset for a new group);
+//!   [`StartFrom::CheckpointOrEnd`] likewise, but a new group starts at the
+//!   end; [`StartFrom::Beginning`] and [`StartFrom::End`] ignore the
+//!   committed offsets: each partition this process is assigned for the
+//!   first time starts at its first (or next new) record, and one it had
+//!   before resumes where this process left it. So a handler whose read
+//!   model lives in memory rebuilds it after every restart.
+//! - **Progress** ([`ConsumerWorker::lag`]): per partition, the high
+//!   watermark, the position the group has reached (handled here, else
+//!   committed) and the records in between, from the broker.
 //! - **Shutdown** ([`ConsumerWorker::shutdown`]): stop fetching, let in-flight
 //!   handlers finish, commit, leave the group.
 
@@ -37,12 +49,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::FutureExt as _;
 use orchestrix::RecordedEvent;
-use orchestrix::runtime::{Delivery, EventHandler, RetryPolicy};
+use orchestrix::runtime::{Delivery, EventHandler, RetryPolicy, StartFrom};
 use orchestrix::store::Filter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, DefaultConsumerContext,
+    RebalanceProtocol,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -51,7 +64,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, OffsetReset};
 use crate::dead_letter::{DeadLetters, Failure};
 use crate::error::{Error, Result};
 use crate::message::{KafkaPosition, KafkaRecord};
@@ -272,6 +285,8 @@ struct PartitionState {
     next: AtomicI64,
     /// Records sent to the task and not yet taken.
     queued: AtomicUsize,
+    /// Timestamp (ms) of the record being handled; 0 when idle.
+    handling_ms: AtomicI64,
 }
 
 struct Slot {
@@ -297,6 +312,10 @@ struct Inner {
     slots: Mutex<HashMap<Key, Slot>>,
     counters: Counters,
     assigned: watch::Sender<BTreeSet<Key>>,
+    start_from: StartFrom,
+    /// Next offset to handle of every partition this process released, for
+    /// [`StartFrom::Beginning`] and [`StartFrom::End`].
+    resume_at: Mutex<HashMap<Key, i64>>,
 }
 
 impl Inner {
@@ -318,7 +337,12 @@ impl Inner {
         rx.recv_timeout(timeout).ok()
     }
 
-    fn on_assign(self: &Arc<Self>, tpl: &mut TopicPartitionList) {
+    fn on_assign<C: ConsumerContext>(
+        self: &Arc<Self>,
+        consumer: &BaseConsumer<C>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let starts = self.own_start_offsets(consumer, tpl);
         let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
         for e in tpl.elements() {
             by_topic
@@ -348,8 +372,9 @@ impl Inner {
             let (stop, stop_rx) = watch::channel(false);
             let (done_tx, done) = std_mpsc::channel();
             let state = Arc::new(PartitionState {
-                next: AtomicI64::new(-1),
+                next: AtomicI64::new(starts.get(&key).copied().unwrap_or(-1)),
                 queued: AtomicUsize::new(0),
+                handling_ms: AtomicI64::new(0),
             });
             let span = tracing::info_span!("orchestrix.kafka.partition", consumer = %self.name, topic = %key.0, partition = key.1);
             let task = self.runtime.spawn(
@@ -372,6 +397,69 @@ impl Inner {
         let keys: BTreeSet<Key> = slots.keys().cloned().collect();
         drop(slots);
         self.assigned.send_replace(keys);
+    }
+
+    /// With [`StartFrom::Beginning`] or [`StartFrom::End`], sets where each
+    /// assigned partition starts, ignoring the committed offsets: where this
+    /// process left it, else its first record (or its end). Returns those
+    /// offsets (handled up to there, as far as progress goes).
+    fn own_start_offsets<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &mut TopicPartitionList,
+    ) -> HashMap<Key, i64> {
+        let mut starts = HashMap::new();
+        if !matches!(self.start_from, StartFrom::Beginning | StartFrom::End) {
+            return starts;
+        }
+        let keys: Vec<Key> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let timeout = Duration::from_millis(self.config.consumer.drain_timeout_ms.max(1_000));
+        for (topic, partition) in keys {
+            let key = (topic, partition);
+            let known = self
+                .resume_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .copied();
+            let offset = match known {
+                Some(next) => Some(next),
+                None => match consumer.fetch_watermarks(&key.0, key.1, timeout) {
+                    Ok((low, high)) => Some(if self.start_from == StartFrom::End {
+                        high
+                    } else {
+                        low
+                    }),
+                    Err(e) => {
+                        tracing::warn!(consumer = %self.name, topic = %key.0, partition = key.1, error = %e, "cannot read the watermarks; starting at the logical offset");
+                        None
+                    }
+                },
+            };
+            let (start, result) = match offset {
+                Some(o) => (
+                    Some(o),
+                    tpl.set_partition_offset(&key.0, key.1, Offset::Offset(o)),
+                ),
+                None if self.start_from == StartFrom::End => {
+                    (None, tpl.set_partition_offset(&key.0, key.1, Offset::End))
+                }
+                None => (
+                    None,
+                    tpl.set_partition_offset(&key.0, key.1, Offset::Beginning),
+                ),
+            };
+            if let Err(e) = result {
+                tracing::warn!(consumer = %self.name, topic = %key.0, partition = key.1, error = %e, "cannot set the start offset");
+            } else if let Some(o) = start {
+                starts.insert(key, o);
+            }
+        }
+        starts
     }
 
     fn load_offsets(&self, topic: &str, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
@@ -447,6 +535,18 @@ impl Inner {
                 bump(&self.counters.commits);
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                     tracing::warn!(consumer = %self.name, error = %e, "commit on release failed; the next owner may see some records again");
+                }
+            }
+        }
+        {
+            let mut resume_at = self
+                .resume_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (key, slot) in &released {
+                let next = slot.state.next.load(Ordering::Acquire);
+                if next >= 0 {
+                    resume_at.insert(key.clone(), next);
                 }
             }
         }
@@ -618,7 +718,11 @@ async fn run_partition(
             },
         };
         state.queued.fetch_sub(1, Ordering::AcqRel);
-        if !inner.settle(&record, &mut stop).await {
+        let stamp = record.timestamp.map_or(1, |t| t.timestamp_millis().max(1));
+        state.handling_ms.store(stamp, Ordering::Release);
+        let settled = inner.settle(&record, &mut stop).await;
+        state.handling_ms.store(0, Ordering::Release);
+        if !settled {
             break;
         }
         state.next.store(record.offset + 1, Ordering::Release);
@@ -668,7 +772,7 @@ impl ConsumerContext for WorkerContext {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.inner.on_assign(tpl);
+                self.inner.on_assign(consumer, tpl);
                 let result = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -716,6 +820,7 @@ pub struct ConsumerBuilder {
     config: KafkaConfig,
     topics: Vec<String>,
     group_id: Option<String>,
+    start_from: StartFrom,
 }
 
 impl ConsumerBuilder {
@@ -748,6 +853,15 @@ impl ConsumerBuilder {
     #[must_use]
     pub fn group_id(mut self, group: impl Into<String>) -> Self {
         self.group_id = Some(group.into());
+        self
+    }
+
+    /// Where to start (default [`StartFrom::Checkpoint`]); see the module
+    /// docs. [`StartFrom::CheckpointOrEnd`] sets `auto.offset.reset` to
+    /// `latest`.
+    #[must_use]
+    pub fn start_from(mut self, start_from: StartFrom) -> Self {
+        self.start_from = start_from;
         self
     }
 
@@ -791,10 +905,14 @@ impl ConsumerBuilder {
         processor: Arc<dyn Processor>,
     ) -> Result<ConsumerWorker> {
         let Self {
-            config,
+            mut config,
             mut topics,
             group_id,
+            start_from,
         } = self;
+        if start_from == StartFrom::CheckpointOrEnd {
+            config.consumer.auto_offset_reset = OffsetReset::Latest;
+        }
         config.validate()?;
         topics.sort();
         topics.dedup();
@@ -829,7 +947,13 @@ impl ConsumerBuilder {
             slots: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             assigned,
+            start_from,
+            resume_at: Mutex::new(HashMap::new()),
         });
+        let probe: BaseConsumer<DefaultConsumerContext> = config
+            .consumer_client_config(&group)
+            .create()
+            .map_err(|e| Error::kafka("create consumer", e))?;
         let consumer: BaseConsumer<WorkerContext> = config
             .consumer_client_config(&group)
             .create_with_context(WorkerContext {
@@ -857,6 +981,7 @@ impl ConsumerBuilder {
             name,
             group,
             topics,
+            probe: Arc::new(probe),
             inner,
             assigned: assigned_rx,
             stop,
@@ -902,6 +1027,146 @@ fn poll_loop(
     outcome
 }
 
+/// Where a consumer group stands on one partition ([`ConsumerWorker::lag`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset the broker keeps.
+    pub low: i64,
+    /// The offset the next record will get.
+    pub high: i64,
+    /// The next offset the group handles.
+    pub position: i64,
+    /// Whether this worker owns the partition now.
+    pub owned: bool,
+    /// When the record this worker is handling on the partition was
+    /// produced, if it is handling one (the oldest unfinished record it
+    /// knows of).
+    pub oldest: Option<std::time::SystemTime>,
+}
+
+impl PartitionLag {
+    /// Records at or after the position: not handled yet.
+    #[must_use]
+    pub fn events(&self) -> u64 {
+        u64::try_from(self.high.saturating_sub(self.position)).unwrap_or(0)
+    }
+}
+
+/// Reads where a group stands ([`ConsumerWorker::lag_probe`]). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct LagProbe {
+    probe: Arc<BaseConsumer<DefaultConsumerContext>>,
+    inner: Arc<Inner>,
+    topics: Vec<String>,
+}
+
+impl fmt::Debug for LagProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LagProbe")
+            .field("group", &self.inner.group)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LagProbe {
+    /// As [`ConsumerWorker::lag`].
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the broker does not answer within `timeout`.
+    pub async fn lag(&self, timeout: Duration) -> Result<Vec<PartitionLag>> {
+        let local: HashMap<Key, (i64, i64)> = self
+            .inner
+            .slots()
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    (
+                        s.state.next.load(Ordering::Acquire),
+                        s.state.handling_ms.load(Ordering::Acquire),
+                    ),
+                )
+            })
+            .collect();
+        let probe = self.probe.clone();
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || partition_lag(&probe, &topics, &local, timeout))
+            .await
+            .map_err(|_| Error::WorkerGone {
+                consumer: self.inner.name.clone(),
+            })?
+    }
+}
+
+fn partition_lag(
+    probe: &BaseConsumer<DefaultConsumerContext>,
+    topics: &[String],
+    local: &HashMap<Key, (i64, i64)>,
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>> {
+    let mut tpl = TopicPartitionList::new();
+    let mut marks = Vec::new();
+    for topic in topics {
+        let metadata = probe
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| Error::kafka("read metadata", e))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = probe
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .map_err(|e| Error::kafka("read watermarks", e))?;
+                tpl.add_partition(topic, p.id());
+                marks.push((topic.clone(), p.id(), low, high));
+            }
+        }
+    }
+    let committed = if tpl.count() == 0 {
+        HashMap::new()
+    } else {
+        probe
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| Error::kafka("read committed offsets", e))?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect::<HashMap<Key, i64>>()
+    };
+    Ok(marks
+        .into_iter()
+        .map(|(topic, partition, low, high)| {
+            let key = (topic, partition);
+            let here = local.get(&key).copied();
+            let position = match here {
+                Some((next, _)) if next >= 0 => next,
+                _ => committed.get(&key).copied().unwrap_or(low).max(low),
+            };
+            let oldest = here
+                .map(|(_, ms)| ms)
+                .filter(|ms| *ms > 0)
+                .and_then(|ms| u64::try_from(ms).ok())
+                .and_then(|ms| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
+            PartitionLag {
+                oldest,
+                owned: here.is_some(),
+                topic: key.0,
+                partition,
+                low,
+                high,
+                position,
+            }
+        })
+        .collect())
+}
+
 /// A running consumer-group worker. See the module docs.
 ///
 /// ```no_run
@@ -930,6 +1195,9 @@ pub struct ConsumerWorker {
     name: String,
     group: String,
     topics: Vec<String>,
+    /// A client of the group that never joins it: watermarks and committed
+    /// offsets.
+    probe: Arc<BaseConsumer<DefaultConsumerContext>>,
     inner: Arc<Inner>,
     assigned: watch::Receiver<BTreeSet<Key>>,
     stop: Arc<AtomicBool>,
@@ -955,6 +1223,7 @@ impl ConsumerWorker {
             config,
             topics: Vec::new(),
             group_id: None,
+            start_from: StartFrom::Checkpoint,
         }
     }
 
@@ -1004,6 +1273,27 @@ impl ConsumerWorker {
                 after: timeout,
             }
             .into()),
+        }
+    }
+
+    /// Where the group stands on every partition of its topics, from the
+    /// broker: the watermarks, and the position reached (for a partition
+    /// assigned here, the next offset this worker handles; else the group's
+    /// committed offset, or the low watermark without one).
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the broker does not answer within `timeout`.
+    pub async fn lag(&self, timeout: Duration) -> Result<Vec<PartitionLag>> {
+        self.lag_probe().lag(timeout).await
+    }
+
+    /// A handle that reads [`lag`](Self::lag) and outlives this worker.
+    #[must_use]
+    pub fn lag_probe(&self) -> LagProbe {
+        LagProbe {
+            probe: self.probe.clone(),
+            inner: self.inner.clone(),
+            topics: self.topics.clone(),
         }
     }
 

@@ -12,7 +12,9 @@ pub mod transactional;
 
 pub use admin::ensure_topic;
 pub use config::KafkaConfig;
-pub use consumer::{ConsumerBuilder, ConsumerStats, ConsumerWorker, OffsetHandler};
+pub use consumer::{
+    ConsumerBuilder, ConsumerStats, ConsumerWorker, LagProbe, OffsetHandler, PartitionLag,
+};
 pub use error::{Error, Result};
 pub use ingest::{IngestAction, IngestBuilder};
 pub use message::{KafkaPosition, KafkaRecord};

@@ -16,7 +16,9 @@ pub use config::{
     Storage, StreamConfig, TlsConfig,
 };
 pub use connect::{connect, connect_options};
-pub use consumer::{ConsumerHandle, ConsumerStats, NatsConsumer, NatsConsumerBuilder};
+pub use consumer::{
+    ConsumerHandle, ConsumerStats, LagProbe, NatsConsumer, NatsConsumerBuilder, PartitionLag,
+};
 pub use error::NatsError;
 pub use handler::{CoreHandler, NatsDelivery, NatsHandler};
 /// The partition function shared with the in-process runtime.

@@ -20,17 +20,45 @@
 //! ([`BusOptions::consumer`]), or one process everything
 //! ([`BusOptions::default`]).
 //!
+//! **Names.** Every bus resource is named after the application
+//! ([`Application::name`]) unless the URL names it: on NATS the stream
+//! `ORX_{NAME}` on the subjects `orchestrix.{name}.events.{partition}`, on
+//! Kafka the topic `orchestrix.{name}.events`; the consumer groups are
+//! `{stream or prefix}_{handler}`. So two applications on one broker never
+//! share a stream, a topic or a group.
+//!
+//! **Start position.** [`StartFrom`](orchestrix::runtime::StartFrom) means
+//! what it means on the embedded runtime, with the group's committed
+//! position as the checkpoint: `Checkpoint` resumes from it (a new group
+//! from the first event the bus keeps), `CheckpointOrEnd` likewise but a new
+//! group starts at the end, and `Beginning` (or `End`) ignores it: every
+//! partition this process gets for the first time starts at the first event
+//! the bus keeps (or the end). So a handler whose read model lives in memory
+//! asks for `Beginning` and rebuilds it after every restart.
+//!
+//! **Progress.** [`BusRuntime::catch_up`] waits until the relay published
+//! the store's head and every group finished every message on the bus, as
+//! the broker tells it (per partition: Kafka's high watermark against the
+//! group's handled or committed offset, JetStream's pending and
+//! unacknowledged counts of the partition's durable consumer), whichever
+//! process handled them. The same reading feeds the gauges
+//! `orchestrix_consumer_lag_events` and `orchestrix_consumer_lag_seconds`
+//! (one series per partition), sampled every
+//! [`BusOptions::metrics_interval`] with `orchestrix_relay_lag_events`; every
+//! handler call records `orchestrix_handler_duration_seconds`,
+//! `orchestrix_events_consumed_total` and `orchestrix_dead_letters_total`,
+//! the names the embedded runtime uses.
+//!
 //! Differences from the embedded runtime, by construction of the bus:
 //! partitions are the bus's (the `partitions` of the URL), not
-//! [`ConsumerConfig::partitions`](orchestrix::runtime::ConsumerConfig), and a
-//! new consumer group starts from the first event the bus keeps, whatever
-//! [`StartFrom`](orchestrix::runtime::StartFrom) says. The retry policy of
-//! the registration is used: a handler error that it would not retry
-//! dead-letters the message on the bus's dead-letter subject or topic.
+//! [`ConsumerConfig::partitions`](orchestrix::runtime::ConsumerConfig). The
+//! retry policy of the registration is used: a handler error that it would
+//! not retry dead-letters the message on the bus's dead-letter subject or
+//! topic.
 //!
 //! With `kafka://...` (feature `kafka`) the application's events go to one
-//! topic, `{prefix}.events`, keyed by stream id (so a stream stays on one
-//! partition), as NATS puts them on one stream; see [`start_on_bus`].
+//! topic, keyed by stream id (so a stream stays on one partition), as NATS
+//! puts them on one stream; see [`start_on_bus`].
 
 // Without a bus compiled in, the bus plumbing is unused (and `BusConsumer`
 // has no variant).
@@ -39,10 +67,9 @@
     allow(dead_code, unused_imports, unreachable_code, clippy::never_loop)
 )]
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use orchestrix::relay::{Relay, RelayConfig};
@@ -52,7 +79,6 @@ use orchestrix::runtime::{
 use orchestrix::store::Filter;
 use orchestrix::url::{BackendUrl, Scheme};
 use orchestrix::{Application, Error, RecordedEvent, Result, Store};
-use tokio::sync::Notify;
 
 /// What a bus runtime runs in this process.
 #[derive(Debug, Clone)]
@@ -65,6 +91,9 @@ pub struct BusOptions {
     /// Run the registered handlers and projections as bus consumers, and
     /// the background tasks and transactional projections in-process.
     pub consume: bool,
+    /// How often the consumer and relay lag gauges are sampled from the
+    /// broker. Default 5 s.
+    pub metrics_interval: Duration,
 }
 
 impl Default for BusOptions {
@@ -74,6 +103,7 @@ impl Default for BusOptions {
             relay: true,
             relay_config: RelayConfig::default(),
             consume: true,
+            metrics_interval: Duration::from_secs(5),
         }
     }
 }
@@ -104,6 +134,13 @@ impl BusOptions {
         self.relay = relay;
         self
     }
+
+    /// Samples the lag gauges this often.
+    #[must_use]
+    pub fn with_metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every;
+        self
+    }
 }
 
 /// Whether `url` names a bus that [`start_on_bus`] serves (`nats://`,
@@ -119,40 +156,51 @@ pub fn is_bus_url(url: &str) -> Result<bool> {
     ))
 }
 
-/// Starts `app`'s runtime: the embedded [`Runtime`] without a bus URL or with
-/// `memory://` (or any store URL: the consumers read that store), else
+/// Starts `app`'s runtime: the embedded [`Runtime`] (its consumers read the
+/// store) without a bus URL or with `memory://` (the in-process bus), else
 /// [`start_on_bus`] with `options`.
 ///
 /// # Errors
-/// As [`Runtime::start`] and [`start_on_bus`].
+/// [`Error::InvalidInput`] for a URL that names no bus (a store URL such as
+/// `postgres://...` or `scylla://...`, or a malformed one), else as
+/// [`Runtime::start`] and [`start_on_bus`].
 pub async fn start_runtime(
     app: &Application,
     bus: Option<&str>,
     options: BusOptions,
 ) -> Result<AppRuntime> {
-    match bus {
-        Some(url) if is_bus_url(url)? => {
-            Ok(AppRuntime::Bus(start_on_bus(app, url, options).await?))
-        }
-        _ => Ok(AppRuntime::Embedded(Runtime::start(app).await?)),
+    let Some(url) = bus else {
+        return Ok(AppRuntime::Embedded(Runtime::start(app).await?));
+    };
+    match BackendUrl::parse(url)?.scheme() {
+        Scheme::Memory => Ok(AppRuntime::Embedded(Runtime::start(app).await?)),
+        Scheme::Nats | Scheme::Kafka => Ok(AppRuntime::Bus(start_on_bus(app, url, options).await?)),
+        other => Err(Error::invalid(
+            format!("bus URL `{}`", orchestrix::url::redact(url)),
+            format!(
+                "`{other}://` names no bus (known: nats://, kafka://, or memory:// for the in-process one)"
+            ),
+        )),
     }
 }
 
 /// Runs `app`'s handlers on the bus at `bus_url`; see the module docs.
 ///
 /// `nats://host:port?stream=S&prefix=P&partitions=N` (options of
-/// `orchestrix_nats::NatsConfig::from_url`): the relay publishes with the
-/// NATS publisher, and every handler runs as a NATS consumer in the group
-/// `{stream}_{handler}` (lease keys are per group, so two applications with a
-/// handler of the same name on different streams never share leases).
+/// `orchestrix_nats::NatsConfig::from_url`; `S` defaults to `ORX_{NAME}` and
+/// `P` to `orchestrix.{name}.events`, from [`Application::name`]): the relay
+/// publishes with the NATS publisher, and every handler runs as a NATS
+/// consumer in the group `{S}_{handler}` (lease keys are per group, so two
+/// applications with a handler of the same name on different streams never
+/// share leases).
 ///
 /// `kafka://host:port[,host:port]?prefix=P&partitions=N` (options of
 /// `orchestrix_kafka::KafkaConfig::from_url`, librdkafka properties
-/// included): the relay publishes every event to the topic `{P}.events`
-/// (created with `N` partitions when absent; the key is the stream id), and
-/// every handler runs as a Kafka consumer-group worker on it in the group
-/// `{P}_{handler}`, with the registration's retry policy and the dead-letter
-/// topic `{P}.events.dlq`.
+/// included; `P` defaults to `orchestrix.{name}`): the relay publishes every
+/// event to the topic `{P}.events` (created with `N` partitions when absent;
+/// the key is the stream id), and every handler runs as a Kafka
+/// consumer-group worker on it in the group `{P}_{handler}`, with the
+/// registration's retry policy and the dead-letter topic `{P}.events.dlq`.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for a URL that names no bus or a malformed one,
@@ -318,11 +366,21 @@ enum BusConsumer {
 pub struct BusRuntime {
     bus: &'static str,
     store: Store,
-    relay: Option<Relay>,
+    relay: Option<Arc<Relay>>,
     consumers: Vec<BusConsumer>,
-    progress: Vec<Arc<Progress>>,
+    progress: Vec<GroupProgress>,
     local: Option<RuntimeHandle>,
     status: BusStatus,
+    /// Samples the lag gauges.
+    sampler: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for BusRuntime {
+    fn drop(&mut self) {
+        if let Some(sampler) = self.sampler.take() {
+            sampler.abort();
+        }
+    }
 }
 
 impl fmt::Debug for BusRuntime {
@@ -352,7 +410,7 @@ impl BusRuntime {
     /// The relay, when this process relays.
     #[must_use]
     pub fn relay(&self) -> Option<&Relay> {
-        self.relay.as_ref()
+        self.relay.as_deref()
     }
 
     /// The in-process part (background tasks, transactional projections).
@@ -362,18 +420,20 @@ impl BusRuntime {
     }
 
     /// Reads the head now and waits until the relay (if here) published it
-    /// and every bus consumer here handled (or dead-lettered) every event up
-    /// to it; returns the head.
+    /// and every group of this process's handlers finished (handled or
+    /// dead-lettered) every message on the bus, in whichever process, as the
+    /// broker tells it; returns the head. Without a relay here, what is on
+    /// the bus is what the other process relayed so far.
     ///
     /// # Errors
-    /// A store error, or the relay or a local consumer stopped.
+    /// A store or broker error, or the relay or a local consumer stopped.
     pub async fn catch_up(&self) -> Result<u64> {
         let head = self.store.head_position().await?;
         if let Some(relay) = &self.relay {
             relay.wait_for(head).await?;
         }
-        for progress in &self.progress {
-            progress.wait_until(&self.store, head).await?;
+        for group in &self.progress {
+            group.wait_caught_up().await?;
         }
         if let Some(local) = &self.local {
             local.wait_until_caught_up(head).await?;
@@ -389,6 +449,10 @@ impl BusRuntime {
     /// # Errors
     /// A consumer's, task's or the relay's error.
     pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(sampler) = self.sampler.take() {
+            sampler.abort();
+            let _ = sampler.await;
+        }
         let mut result = Ok(());
         for consumer in std::mem::take(&mut self.consumers) {
             result = result.and(match consumer {
@@ -408,125 +472,209 @@ impl BusRuntime {
             result = result.and(local.shutdown().await);
         }
         if let Some(relay) = self.relay.take() {
-            result = result.and(relay.shutdown().await);
+            result = result.and(match Arc::try_unwrap(relay) {
+                Ok(relay) => relay.shutdown().await,
+                Err(_) => Err(Error::backend(
+                    "bus runtime",
+                    "shutdown",
+                    false,
+                    "the relay is still shared",
+                )),
+            });
         }
         tracing::info!(bus = self.bus, "bus runtime stopped");
         result
     }
 }
 
-/// Which store positions a handler has handled (or given up on), so that
-/// [`BusRuntime::catch_up`] knows when it reached the head: the bus delivers
-/// partitions independently, so this keeps a low-watermark over the store's
-/// positions plus the handled ones above it.
-#[derive(Debug)]
-struct Progress {
-    name: String,
-    state: Mutex<ProgressState>,
-    changed: Notify,
-}
-
-#[derive(Debug, Default)]
-struct ProgressState {
-    /// Every store position at or below it is done.
-    watermark: u64,
-    /// Done positions above the watermark.
-    done: BTreeSet<u64>,
-}
-
-impl Progress {
-    fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            state: Mutex::default(),
-            changed: Notify::new(),
-        }
-    }
-
-    fn record(&self, position: u64) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if position > s.watermark {
-                s.done.insert(position);
+impl BusRuntime {
+    /// Starts sampling the lag gauges every `every`.
+    fn start_sampler(&mut self, every: Duration) {
+        let groups = self.progress.clone();
+        let relay = self.relay.clone();
+        let every = every.max(Duration::from_millis(100));
+        self.sampler = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for group in &groups {
+                    if let Err(e) = group.record_lag().await {
+                        tracing::debug!(handler = %group.handler, error = %e, "cannot sample the consumer lag");
+                    }
+                }
+                if let Some(relay) = &relay
+                    && let Err(e) = relay.record_lag().await
+                {
+                    tracing::debug!(error = %e, "cannot sample the relay lag");
+                }
             }
-        }
-        self.changed.notify_waiters();
+        }));
     }
+}
 
-    /// Waits until every store event at or below `head` is done. Positions
-    /// are checked against the store, so gaps in them do no harm.
-    async fn wait_until(&self, store: &Store, head: u64) -> Result<()> {
+/// Where one consumer group stands on one partition of the bus.
+#[derive(Debug, Clone, Copy)]
+struct PartitionLag {
+    partition: u32,
+    /// Messages on the bus the group has not finished.
+    events: u64,
+    /// When the oldest of them was stored, if known.
+    oldest: Option<SystemTime>,
+}
+
+/// Reads a group's progress from the broker.
+#[derive(Clone)]
+enum LagProbe {
+    #[cfg(feature = "nats")]
+    Nats(orchestrix_nats::LagProbe),
+    #[cfg(feature = "kafka")]
+    Kafka(orchestrix_kafka::LagProbe),
+}
+
+/// How long a broker may take to tell a group's progress.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl LagProbe {
+    async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        match self {
+            #[cfg(feature = "nats")]
+            Self::Nats(p) => Ok(p
+                .lag()
+                .await?
+                .into_iter()
+                .map(|l| PartitionLag {
+                    partition: l.partition,
+                    events: l.events,
+                    oldest: l.oldest,
+                })
+                .collect()),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(p) => Ok(p
+                .lag(PROBE_TIMEOUT)
+                .await
+                .map_err(Error::from)?
+                .into_iter()
+                .map(|l| PartitionLag {
+                    partition: u32::try_from(l.partition).unwrap_or_default(),
+                    events: l.events(),
+                    oldest: l.oldest,
+                })
+                .collect()),
+        }
+    }
+}
+
+/// One handler's consumer group, as catching up and metrics see it.
+#[derive(Clone)]
+struct GroupProgress {
+    /// The handler's name: the `consumer` label.
+    handler: String,
+    probe: LagProbe,
+}
+
+impl GroupProgress {
+    /// Waits until the group finished every message on the bus now.
+    async fn wait_caught_up(&self) -> Result<()> {
+        let mut every = Duration::from_millis(20);
         loop {
-            let notified = self.changed.notified();
-            let watermark = self
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .watermark;
-            if watermark >= head {
+            let lag = self.probe.lag().await?;
+            if lag.iter().all(|l| l.events == 0) {
                 return Ok(());
             }
-            let events = store.read_all(watermark, 500, &Filter::all()).await?;
-            let advanced = {
-                let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                let before = s.watermark;
-                if s.watermark == watermark {
-                    for e in &events {
-                        if e.position > head || !s.done.remove(&e.position) {
-                            break;
-                        }
-                        s.watermark = e.position;
-                    }
-                    if events.is_empty() && head > s.watermark {
-                        // Nothing stored above the watermark up to the head:
-                        // the head is a gap.
-                        s.watermark = head;
-                    }
-                    let w = s.watermark;
-                    s.done = s.done.split_off(&(w + 1));
-                }
-                s.watermark > before
-            };
-            if !advanced {
-                tracing::trace!(handler = %self.name, watermark, head, "waiting for the bus consumer");
-                let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-            }
+            tracing::trace!(handler = %self.handler, behind = lag.iter().map(|l| l.events).sum::<u64>(), "waiting for the bus consumer");
+            tokio::time::sleep(every).await;
+            every = (every * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// Records `orchestrix_consumer_lag_events` and `_seconds` per partition.
+    async fn record_lag(&self) -> Result<()> {
+        let now = SystemTime::now();
+        for l in self.probe.lag().await? {
+            let behind = if l.events == 0 {
+                Duration::ZERO
+            } else {
+                l.oldest
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or_default()
+            };
+            orchestrix::telemetry::metrics::set_consumer_lag(
+                &self.handler,
+                &l.partition.to_string(),
+                l.events,
+                behind,
+            );
+        }
+        Ok(())
     }
 }
 
-/// Runs a core handler on a bus while recording its [`Progress`]: it takes
-/// every event (so that skipped ones count as done) and calls the handler
-/// with the ones its filter wants.
+/// Runs a registered handler on a bus and records the consumer metrics the
+/// embedded runtime records: `orchestrix_handler_duration_seconds` per call,
+/// `orchestrix_events_consumed_total` per event finished (handled, or given
+/// up on: the bus dead-letters it) and `orchestrix_dead_letters_total`. The
+/// bus skips events outside its [`filter`](EventHandler::filter).
 #[derive(Debug)]
-struct Tracked {
+struct Metered {
     inner: Arc<dyn EventHandler>,
     filter: Filter,
     retry: RetryPolicy,
-    progress: Arc<Progress>,
 }
 
 #[async_trait]
-impl EventHandler for Tracked {
+impl EventHandler for Metered {
     fn name(&self) -> &str {
         self.inner.name()
     }
 
-    async fn handle(&self, event: &RecordedEvent, delivery: &Delivery) -> Result<()> {
-        if self
-            .filter
-            .matches(event.stream_id.category(), event.event_type())
-            && let Err(e) = self.inner.handle(event, delivery).await
-        {
-            if !self.retry.should_retry(&e, delivery.attempt) {
-                // The bus dead-letters it: done for catching up.
-                self.progress.record(event.position);
-            }
-            return Err(e);
-        }
-        self.progress.record(event.position);
-        Ok(())
+    fn filter(&self) -> Filter {
+        self.filter.clone()
     }
+
+    async fn handle(&self, event: &RecordedEvent, delivery: &Delivery) -> Result<()> {
+        use orchestrix::telemetry::metrics;
+        let started = std::time::Instant::now();
+        let result = self.inner.handle(event, delivery).await;
+        metrics::record_handler_call(self.name(), started.elapsed());
+        match &result {
+            Ok(()) => metrics::record_consumed(self.name(), metrics::OK, 1),
+            Err(e) if !self.retry.should_retry(e, delivery.attempt) => {
+                // Counted as consumed (`dead_lettered`) too.
+                metrics::record_dead_letter(self.name(), e.kind());
+            }
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+/// The application's default bus names: `name` with characters other than
+/// letters, digits, `-` and `_` replaced by `_`.
+fn name_token(app: &Application) -> String {
+    app.name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The option keys a bus URL sets.
+fn url_keys(url: &str) -> Vec<String> {
+    url.split_once('?')
+        .map(|(_, query)| {
+            query
+                .split('&')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k).to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(feature = "nats")]
@@ -539,14 +687,33 @@ mod nats {
     use orchestrix::{Application, Result};
     use orchestrix_nats::{NatsConfig, NatsConsumer, NatsPublisher};
 
-    use super::{BusConsumer, BusOptions, BusRuntime, BusStatus, Progress, Tracked, local_kinds};
+    use super::{
+        BusConsumer, BusOptions, BusRuntime, BusStatus, GroupProgress, LagProbe, Metered,
+        local_kinds, name_token, url_keys,
+    };
+
+    /// The URL's config, with the stream and subjects named after the
+    /// application unless the URL names them.
+    pub(super) fn config(app: &Application, url: &BackendUrl) -> Result<NatsConfig> {
+        let mut config = NatsConfig::from_url(url)?;
+        let keys = url_keys(url.as_str());
+        let name = name_token(app);
+        if !keys.iter().any(|k| k == "stream") {
+            config.stream.name = format!("ORX_{}", name.to_ascii_uppercase());
+        }
+        if !keys.iter().any(|k| k == "prefix") {
+            config.stream.subject_prefix = format!("orchestrix.{name}.events");
+        }
+        config.validate()?;
+        Ok(config)
+    }
 
     pub(super) async fn start(
         app: &Application,
         url: &BackendUrl,
         options: BusOptions,
     ) -> Result<BusRuntime> {
-        let config = NatsConfig::from_url(url)?;
+        let config = config(app, url)?;
         let client = orchestrix_nats::connect(&config).await?;
         let mut runtime = BusRuntime {
             bus: "nats",
@@ -566,24 +733,24 @@ mod nats {
                     })
                 }),
             },
+            sampler: None,
         };
         // On an error below, dropping `runtime` stops what started.
         let mut groups = Vec::new();
         if options.consume {
             for registered in Runtime::handlers(app)? {
-                let progress = Arc::new(Progress::new(registered.name()));
-                let tracked: Arc<dyn EventHandler> = Arc::new(Tracked {
+                let metered: Arc<dyn EventHandler> = Arc::new(Metered {
                     inner: registered.handler(),
                     filter: registered.filter(),
                     retry: registered.config().retry,
-                    progress: progress.clone(),
                 });
                 let group = format!("{}_{}", config.stream.name, registered.name());
                 let consumer = NatsConsumer::builder(config.clone())
                     .client(client.clone())
-                    .handler(tracked)
+                    .handler(metered)
                     .group(group.clone())
                     .retry(registered.config().retry)
+                    .start_from(registered.config().start_from)
                     .start()
                     .await?;
                 let rx = consumer.watch_partitions();
@@ -593,25 +760,30 @@ mod nats {
                     consumer.worker_id().to_owned(),
                     Arc::new(move || rx.borrow().clone()) as super::Partitions,
                 ));
-                runtime.progress.push(progress);
+                runtime.progress.push(GroupProgress {
+                    handler: registered.name().to_owned(),
+                    probe: LagProbe::Nats(consumer.lag_probe()),
+                });
                 runtime.consumers.push(BusConsumer::Nats(consumer));
             }
             runtime.local = Some(Runtime::start_only(app, &local_kinds()).await?);
         }
         runtime.status.groups = Arc::new(groups);
         if options.relay {
-            let publisher = NatsPublisher::with_client(client, config).await?;
-            runtime.relay = Some(
+            let publisher = NatsPublisher::with_client(client, config.clone()).await?;
+            runtime.relay = Some(Arc::new(
                 Relay::start(
                     app.store().clone(),
                     Arc::new(publisher),
                     options.relay_config,
                 )
                 .await?,
-            );
+            ));
         }
+        runtime.start_sampler(options.metrics_interval);
         tracing::info!(
             bus = "nats",
+            stream = %config.stream.name,
             consumers = runtime.consumers.len(),
             relay = runtime.relay.is_some(),
             "bus runtime started"
@@ -652,21 +824,32 @@ mod kafka {
     use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher};
 
     use super::{
-        BusConsumer, BusOptions, BusRuntime, BusStatus, Partitions, Progress, Tracked, local_kinds,
+        BusConsumer, BusOptions, BusRuntime, BusStatus, GroupProgress, LagProbe, Metered,
+        Partitions, local_kinds, name_token, url_keys,
     };
 
     /// The topic of every event of the application: `{prefix}.events`.
     const TEMPLATE: &str = "{prefix}.events";
+
+    /// The URL's config, with the prefix named after the application unless
+    /// the URL names it.
+    pub(super) fn config(app: &Application, url: &str) -> Result<KafkaConfig> {
+        let mut config = KafkaConfig::from_url(url)?;
+        if !url_keys(url).iter().any(|k| k == "prefix") {
+            config.topics.prefix = format!("orchestrix.{}", name_token(app));
+        }
+        config.topics.template = TEMPLATE.to_owned();
+        config.topics.overrides.clear();
+        config.validate()?;
+        Ok(config)
+    }
 
     pub(super) async fn start(
         app: &Application,
         url: &str,
         options: BusOptions,
     ) -> Result<BusRuntime> {
-        let mut config = KafkaConfig::from_url(url)?;
-        config.topics.template = TEMPLATE.to_owned();
-        config.topics.overrides.clear();
-        config.validate()?;
+        let config = config(app, url)?;
         let topic = config.topics.topic_for_category("events");
         let prefix = config.topics.prefix.clone();
         let worker_id = format!("{}-{}", config.client_id, std::process::id());
@@ -682,18 +865,17 @@ mod kafka {
                 groups: Arc::default(),
                 connected: None,
             },
+            sampler: None,
         };
         // On an error below, dropping `runtime` stops what started.
         let mut groups = Vec::new();
         if options.consume {
             for registered in Runtime::handlers(app)? {
                 let retry = registered.config().retry;
-                let progress = Arc::new(Progress::new(registered.name()));
-                let tracked: Arc<dyn EventHandler> = Arc::new(Tracked {
+                let metered: Arc<dyn EventHandler> = Arc::new(Metered {
                     inner: registered.handler(),
                     filter: registered.filter(),
                     retry,
-                    progress: progress.clone(),
                 });
                 let group = format!("{prefix}_{}", registered.name());
                 let mut handler_config = config.clone();
@@ -701,8 +883,13 @@ mod kafka {
                 let worker = ConsumerWorker::builder(handler_config)
                     .topic(topic.clone())
                     .group_id(group.clone())
-                    .start(tracked)
+                    .start_from(registered.config().start_from)
+                    .start(metered)
                     .await?;
+                runtime.progress.push(GroupProgress {
+                    handler: registered.name().to_owned(),
+                    probe: LagProbe::Kafka(worker.lag_probe()),
+                });
                 let cell = Arc::new(Mutex::new(Some(worker)));
                 let view = Arc::downgrade(&cell);
                 let partitions: Partitions = Arc::new(move || {
@@ -729,7 +916,6 @@ mod kafka {
                     worker_id.clone(),
                     partitions,
                 ));
-                runtime.progress.push(progress);
                 runtime.consumers.push(BusConsumer::Kafka(cell));
             }
             runtime.local = Some(Runtime::start_only(app, &local_kinds()).await?);
@@ -737,15 +923,16 @@ mod kafka {
         runtime.status.groups = Arc::new(groups);
         if options.relay {
             let publisher = KafkaPublisher::new(config)?;
-            runtime.relay = Some(
+            runtime.relay = Some(Arc::new(
                 Relay::start(
                     app.store().clone(),
                     Arc::new(publisher),
                     options.relay_config,
                 )
                 .await?,
-            );
+            ));
         }
+        runtime.start_sampler(options.metrics_interval);
         tracing::info!(
             bus = "kafka",
             %topic,
@@ -966,11 +1153,59 @@ mod tests {
             .unwrap_err();
             assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
         }
+        // A URL that names no bus is an error, not "run embedded".
+        for not_a_bus in ["scylla://x", "postgres://nohost/x", "sqlite:///tmp/x.db"] {
+            let err = start_runtime(&app, Some(not_a_bus), BusOptions::default())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { .. }),
+                "{not_a_bus}: {err}"
+            );
+            assert!(err.to_string().contains("names no bus"), "{err}");
+        }
         let err = start_on_bus(&app, "sqlite:///tmp/x.db", BusOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
         assert!(is_bus_url("nats://h:4222").unwrap());
         assert!(!is_bus_url("memory://").unwrap());
+    }
+
+    #[test]
+    fn bus_names_derive_from_the_application_unless_the_url_sets_them() {
+        let bank = Application::builder(Store::memory())
+            .name("bank")
+            .build()
+            .unwrap();
+        assert_eq!(
+            url_keys("nats://h:4222?stream=S&prefix=p"),
+            ["stream", "prefix"]
+        );
+        assert!(url_keys("nats://h:4222").is_empty());
+        #[cfg(feature = "nats")]
+        {
+            let url = BackendUrl::parse("nats://h:4222").unwrap();
+            let c = nats::config(&bank, &url).unwrap();
+            assert_eq!(c.stream.name, "ORX_BANK");
+            assert_eq!(c.stream.subject_prefix, "orchestrix.bank.events");
+            let url = BackendUrl::parse("nats://h:4222?stream=MINE&prefix=mine.ev").unwrap();
+            let c = nats::config(&bank, &url).unwrap();
+            assert_eq!(
+                (c.stream.name.as_str(), c.stream.subject_prefix.as_str()),
+                ("MINE", "mine.ev")
+            );
+        }
+        #[cfg(feature = "kafka")]
+        {
+            let c = kafka::config(&bank, "kafka://h:9092").unwrap();
+            assert_eq!(
+                c.topics.topic_for_category("events"),
+                "orchestrix.bank.events"
+            );
+            let c = kafka::config(&bank, "kafka://h:9092?prefix=mine").unwrap();
+            assert_eq!(c.topics.topic_for_category("events"), "mine.events");
+        }
+        let _ = bank;
     }
 }

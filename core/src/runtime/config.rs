@@ -5,7 +5,23 @@ use std::time::Duration;
 use super::retry::RetryPolicy;
 use crate::store::dispatch::DEFAULT_BATCH;
 
-/// Where a consumer starts reading.
+/// Where a consumer starts reading. It means the same on every runtime; the
+/// checkpoint is the embedded consumer's stored position, or on a bus
+/// (`orchestrix-backends`) the consumer group's committed position (Kafka
+/// offsets, JetStream durable consumers):
+///
+/// | | checkpoint stored | none stored (a new consumer or group) |
+/// |---|---|---|
+/// | `Checkpoint` | after it | the first event kept |
+/// | `CheckpointOrEnd` | after it | the head: events from now on |
+/// | `Beginning` | ignored: the first event kept | the first event kept |
+/// | `End` | ignored: the head | the head |
+///
+/// A read model kept in memory asks for `Beginning`, so that a restarted
+/// process rebuilds it. On a bus, `Beginning` and `End` apply to each
+/// partition the process runs for the first time; a partition it ran
+/// before and gets back after a rebalance resumes where this process left
+/// it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartFrom {
     /// After the stored checkpoint, or from the beginning when there is none.

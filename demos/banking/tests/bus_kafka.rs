@@ -17,7 +17,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{WorkerScenario, kafka_bus_url, worker_consumes_what_this_process_relays};
+use common::{
+    WorkerScenario, kafka_bus_url, the_demo_runs_twice, two_applications_on_one_broker,
+    worker_consumes_what_this_process_relays, worker_exports_bus_metrics,
+};
 use orchestrix::Store;
 use orchestrix::saga::SagaStatus;
 use orchestrix_demo_banking::BankOptions;
@@ -82,4 +85,37 @@ async fn a_worker_process_consumes_from_kafka_what_this_process_relays() {
         stop: Duration::from_secs(30),
     };
     worker_consumes_what_this_process_relays(&bus, scenario).await;
+}
+
+/// The demo binary twice in a row on one PostgreSQL store over Kafka: both
+/// runs exit 0 with the right balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_runs_twice_on_one_store_over_kafka() {
+    let Some(bus) = kafka_bus_url("the_demo_runs_twice_on_one_store_over_kafka").await else {
+        return;
+    };
+    the_demo_runs_twice(&bus).await;
+}
+
+/// The bank, then the shop, on one Kafka server with the default names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_applications_on_one_kafka_server_with_default_names() {
+    let Some(brokers) =
+        orchestrix_testkit::services::require(orchestrix_testkit::services::Service::Kafka)
+    else {
+        return;
+    };
+    // Quick group joins; no names: the defaults are under test.
+    let bus = format!("kafka://{brokers}?session.timeout.ms=6000&heartbeat.interval.ms=1000");
+    two_applications_on_one_broker(&bus).await;
+}
+
+/// A worker on Kafka: consumer, dead-letter, per-partition lag and relay
+/// lag series in its `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_on_kafka_exports_bus_metrics() {
+    let Some(bus) = kafka_bus_url("a_worker_on_kafka_exports_bus_metrics").await else {
+        return;
+    };
+    worker_exports_bus_metrics(&bus).await;
 }

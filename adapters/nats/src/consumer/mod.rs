@@ -20,18 +20,31 @@
 //! `max_ack_pending` of 1, nothing after a message is delivered before it is
 //! acknowledged, so a stream's events are handled in order even across
 //! retries and hand-overs).
+//!
+//! Where a partition starts ([`NatsConsumerBuilder::start_from`]) means what
+//! it means on every runtime: [`StartFrom::Checkpoint`] resumes from the
+//! durable consumer's acknowledged position (the first message for a new
+//! one); [`StartFrom::CheckpointOrEnd`] likewise, but a new durable starts at
+//! the next new message; [`StartFrom::Beginning`] and [`StartFrom::End`]
+//! ignore the durable's position: a partition this process runs for the
+//! first time starts at its first (or next new) message, one it ran before
+//! resumes where this process left it. So a handler whose read model lives in
+//! memory rebuilds it after every restart.
+//!
+//! [`ConsumerHandle::lag`] reads where the group stands on every partition
+//! from the server (the durable consumers' pending and unacknowledged counts).
 
 mod lease;
 mod partition;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use orchestrix::runtime::{EventHandler, RetryPolicy};
+use orchestrix::runtime::{EventHandler, RetryPolicy, StartFrom};
 use orchestrix::store::Filter;
 use orchestrix::{Error, Result};
 use tokio::sync::watch;
@@ -46,6 +59,38 @@ use crate::error::{NatsError, backend, client};
 use crate::handler::{CoreHandler, NatsHandler};
 
 pub use self::partition::durable_name as partition_consumer_name;
+
+/// Where a group stands on one partition ([`ConsumerHandle::lag`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: u32,
+    /// Messages of the partition not finished by the group (not delivered
+    /// yet, or delivered and not acknowledged or terminated).
+    pub events: u64,
+    /// When the oldest of them was stored, if any.
+    pub oldest: Option<std::time::SystemTime>,
+}
+
+/// Reads where a group stands ([`ConsumerHandle::lag_probe`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LagProbe {
+    shared: Arc<Shared>,
+}
+
+impl LagProbe {
+    /// As [`ConsumerHandle::lag`].
+    ///
+    /// # Errors
+    /// A server request that failed.
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        let mut lags = Vec::new();
+        for partition in 0..self.shared.config.stream.partitions {
+            lags.push(partition::lag(&self.shared, partition).await?);
+        }
+        Ok(lags)
+    }
+}
 
 /// Counters of one worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +122,28 @@ struct Shared {
     retry: RetryPolicy,
     dead_letters: DeadLetterSink,
     stats: Stats,
+    start_from: StartFrom,
+    /// The last stream sequence this process finished (handled, skipped or
+    /// dead-lettered) per partition.
+    finished: Mutex<HashMap<u32, u64>>,
+}
+
+impl Shared {
+    /// Records that this process finished `sequence` of `partition`.
+    fn finished(&self, partition: u32, sequence: u64) {
+        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = finished.entry(partition).or_default();
+        *last = (*last).max(sequence);
+    }
+
+    /// The last sequence this process finished of `partition`, if any.
+    fn last_finished(&self, partition: u32) -> Option<u64> {
+        self.finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&partition)
+            .copied()
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -102,6 +169,7 @@ impl NatsConsumer {
             group: None,
             retry: None,
             client: None,
+            start_from: StartFrom::Checkpoint,
         }
     }
 }
@@ -139,6 +207,7 @@ pub struct NatsConsumerBuilder {
     group: Option<String>,
     retry: Option<RetryPolicy>,
     client: Option<async_nats::Client>,
+    start_from: StartFrom,
 }
 
 impl fmt::Debug for NatsConsumerBuilder {
@@ -180,6 +249,14 @@ impl NatsConsumerBuilder {
     #[must_use]
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// Where partitions start (default [`StartFrom::Checkpoint`]); see the
+    /// module docs.
+    #[must_use]
+    pub fn start_from(mut self, start_from: StartFrom) -> Self {
+        self.start_from = start_from;
         self
     }
 
@@ -247,6 +324,8 @@ impl NatsConsumerBuilder {
             handler,
             retry,
             stats: Stats::default(),
+            start_from: self.start_from,
+            finished: Mutex::new(HashMap::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (owned_tx, owned) = watch::channel(Vec::new());
@@ -363,6 +442,24 @@ impl ConsumerHandle {
             handled: s.handled.load(Ordering::Relaxed),
             retried: s.retried.load(Ordering::Relaxed),
             dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where the group stands on every partition, from the server: for
+    /// each, the messages not yet finished (pending delivery or delivered and
+    /// unacknowledged) and the time of the oldest of them.
+    ///
+    /// # Errors
+    /// A server request that failed.
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        self.lag_probe().lag().await
+    }
+
+    /// A handle that reads [`lag`](Self::lag) and outlives this one.
+    #[must_use]
+    pub fn lag_probe(&self) -> LagProbe {
+        LagProbe {
+            shared: self.shared.clone(),
         }
     }
 

@@ -6,15 +6,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt as _, StreamExt as _};
 use orchestrix::cloudevent::binary;
+use orchestrix::runtime::StartFrom;
 use orchestrix::{Error, RecordedEvent, Result};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::Shared;
+use super::{PartitionLag, Shared};
 use crate::dead_letter::Failure;
 use crate::error::{NatsError, backend, client};
 use crate::handler::NatsDelivery;
@@ -73,17 +75,66 @@ pub fn durable_name(group_key: &str, partition: u32) -> String {
     format!("{group_key}-p{partition}")
 }
 
-/// Creates (or updates) the partition's durable pull consumer.
+/// Whether the durable consumer `name` exists.
+async fn exists(shared: &Shared, name: &str) -> Result<bool> {
+    match shared.stream.consumer_info(name).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+        Err(e) => Err(client(
+            "consume",
+            true,
+            format!("read consumer `{name}` on `{}`", shared.config.stream.name),
+            e,
+        )),
+    }
+}
+
+/// Creates (or updates) the partition's durable pull consumer, starting
+/// where [`Shared::start_from`] says (see the module docs of `consumer`).
 async fn consumer(shared: &Shared, partition: u32) -> Result<PullConsumer> {
     let c = &shared.config.consumer;
     let name = durable_name(&shared.group_key, partition);
+    let deliver_policy = match shared.start_from {
+        StartFrom::Checkpoint => DeliverPolicy::All,
+        StartFrom::CheckpointOrEnd if exists(shared, &name).await? => {
+            return shared.stream.get_consumer(&name).await.map_err(|e| {
+                client(
+                    "consume",
+                    true,
+                    format!("open consumer `{name}` on `{}`", shared.config.stream.name),
+                    e,
+                )
+            });
+        }
+        StartFrom::CheckpointOrEnd => DeliverPolicy::New,
+        StartFrom::Beginning | StartFrom::End => {
+            // This process's own position, not the durable's.
+            if exists(shared, &name).await? {
+                shared.stream.delete_consumer(&name).await.map_err(|e| {
+                    client(
+                        "consume",
+                        true,
+                        format!("reset consumer `{name}` on `{}`", shared.config.stream.name),
+                        e,
+                    )
+                })?;
+            }
+            match shared.last_finished(partition) {
+                Some(sequence) => DeliverPolicy::ByStartSequence {
+                    start_sequence: sequence + 1,
+                },
+                None if shared.start_from == StartFrom::End => DeliverPolicy::New,
+                None => DeliverPolicy::All,
+            }
+        }
+    };
     let config = pull::Config {
         durable_name: Some(name.clone()),
         description: Some(format!(
             "Orchestrix group `{}`, partition {partition}",
             shared.group
         )),
-        deliver_policy: DeliverPolicy::All,
+        deliver_policy,
         ack_policy: AckPolicy::Explicit,
         ack_wait: c.ack_wait(),
         // Deliveries are counted and limited by the worker, which
@@ -226,7 +277,7 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
         Ok(event) => event,
         Err(error) => {
             tracing::warn!(sequence = stream_sequence, error = %error, "undecodable message; dead-lettering");
-            dead_letter(shared, &message, &failure(&error)).await;
+            dead_letter(shared, partition, &message, &failure(&error)).await;
             return;
         }
     };
@@ -249,7 +300,7 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
             attempt,
             "too many deliveries; dead-lettering unhandled"
         );
-        dead_letter(shared, &message, &failure(&error)).await;
+        dead_letter(shared, partition, &message, &failure(&error)).await;
         return;
     }
     if !shared
@@ -257,6 +308,7 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
         .matches(event.stream_id.category(), event.event_type())
     {
         let _ = message.ack().await;
+        shared.finished(partition, stream_sequence);
         return;
     }
     let delivery = NatsDelivery {
@@ -294,6 +346,7 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered");
             }
             shared.stats.handled.fetch_add(1, Ordering::Relaxed);
+            shared.finished(partition, stream_sequence);
         }
         Err(error) => {
             span.record("error", tracing::field::display(&error));
@@ -304,7 +357,7 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             } else {
                 tracing::warn!(parent: &span, error = %error, "giving up; dead-lettering");
-                dead_letter(shared, &message, &failure(&error)).await;
+                dead_letter(shared, partition, &message, &failure(&error)).await;
             }
         }
     }
@@ -365,11 +418,14 @@ fn failure<'a>(
 
 /// Publishes the dead letter and terminates the message; when the dead
 /// letter cannot be stored, naks with a delay so that nothing is lost.
-async fn dead_letter(shared: &Shared, message: &Message, failure: &Failure<'_>) {
+async fn dead_letter(shared: &Shared, partition: u32, message: &Message, failure: &Failure<'_>) {
     match shared.dead_letters.send(failure).await {
         Ok(()) => {
             shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             let _ = message.ack_with(AckKind::Term).await;
+            if let Some(sequence) = message.info().ok().map(|i| i.stream_sequence) {
+                shared.finished(partition, sequence);
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store the dead letter; redelivering later");
@@ -391,4 +447,69 @@ fn decode(message: &Message) -> Result<RecordedEvent> {
     });
     let ce = binary::decode(pairs, &message.message.payload, binary::NATS_PREFIX)?;
     binary::to_recorded(&ce)
+}
+
+/// Where the group stands on `partition`: from its durable consumer's
+/// pending and unacknowledged counts, or, without one, from the messages
+/// stored on the partition's subject.
+pub(crate) async fn lag(shared: &Shared, partition: u32) -> Result<PartitionLag> {
+    let name = durable_name(&shared.group_key, partition);
+    let subject = shared.config.partition_subject(partition);
+    let (events, floor) = match shared.stream.consumer_info(&name).await {
+        Ok(info) => (
+            info.num_pending
+                .saturating_add(u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX)),
+            info.ack_floor.stream_sequence,
+        ),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            let mut subjects = shared
+                .stream
+                .info_with_subjects(&subject)
+                .await
+                .map_err(|e| {
+                    client(
+                        "lag",
+                        true,
+                        format!("read the subjects of `{}`", shared.config.stream.name),
+                        e,
+                    )
+                })?;
+            let mut count = 0u64;
+            while let Some(entry) = subjects.next().await {
+                let (_, n) = entry.map_err(|e| {
+                    client(
+                        "lag",
+                        true,
+                        format!("read the subjects of `{}`", shared.config.stream.name),
+                        e,
+                    )
+                })?;
+                count = count.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+            (count, 0)
+        }
+        Err(e) => return Err(client("lag", true, format!("read consumer `{name}`"), e)),
+    };
+    let oldest = if events == 0 {
+        None
+    } else {
+        // Best effort: the first message of the subject after the ack floor.
+        shared
+            .stream
+            .raw_message_builder()
+            .sequence(floor + 1)
+            .next_by_subject(subject)
+            .send()
+            .await
+            .ok()
+            .and_then(|m| {
+                let nanos = u64::try_from(m.time.unix_timestamp_nanos()).ok()?;
+                std::time::UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))
+            })
+    };
+    Ok(PartitionLag {
+        partition,
+        events,
+        oldest,
+    })
 }

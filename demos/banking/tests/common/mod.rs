@@ -244,3 +244,261 @@ pub async fn worker_consumes_what_this_process_relays(bus: &str, scenario: Worke
     assert!(exit.success(), "the worker exited with {exit}");
     relay.shutdown().await.unwrap();
 }
+
+/// A `postgres://` store URL on a fresh schema, or `None` (skip) when
+/// PostgreSQL cannot be reached outside CI.
+pub fn postgres_store_url() -> Option<String> {
+    use orchestrix_testkit::services::{Service, require};
+    let base = require(Service::Postgres)?;
+    let schema = format!("bank_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}schema={schema}"))
+}
+
+/// Runs the banking demo binary on `store` with `--bus bus`; asserts that it
+/// exits 0 within `limit` and returns what it printed.
+pub async fn run_demo(store: &str, bus: &str, limit: Duration) -> String {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrix-demo-banking"))
+        .args(["--store", store, "--bus", bus])
+        .env_remove("ORCHESTRIX_STORE")
+        .env_remove("ORCHESTRIX_BUS_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the banking demo did not finish within {limit:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the banking demo exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// Asserts the demo's final balances (projection and aggregate) and
+/// transfers are the walk-through's.
+pub fn assert_demo_correct(printed: &str) {
+    let finals = printed
+        .split_once("Final balances")
+        .unwrap_or_else(|| panic!("no final balances:\n{printed}"))
+        .1;
+    for (name, balance) in [("alice", "70.00"), ("bob", "60.00"), ("carol", "0.00")] {
+        let line = finals
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no final balance of {name}:\n{printed}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (words[1], words[3]),
+            (balance, balance),
+            "{name}: projection | aggregate\n{printed}"
+        );
+    }
+    for (transfer, expected) in [
+        ("t1", "transfer Completed, saga completed"),
+        ("t2", "transfer Cancelled, saga compensated"),
+        ("t3", "transfer Cancelled, saga compensated"),
+        ("t4", "transfer Cancelled, saga compensated"),
+    ] {
+        assert!(
+            finals.contains(&format!("{transfer}  {expected}")),
+            "{transfer}: {expected}\n{printed}"
+        );
+    }
+}
+
+/// The banking demo, run twice in a row on one PostgreSQL store and one
+/// bus, ends right both times (the second run used to wait for positions
+/// its consumer groups had committed in the first one, and time out).
+pub async fn the_demo_runs_twice(bus: &str) {
+    let Some(store) = postgres_store_url() else {
+        return;
+    };
+    for run in 1..=2 {
+        let printed = run_demo(&store, bus, Duration::from_secs(150)).await;
+        eprintln!("run {run} passed");
+        assert_demo_correct(&printed);
+    }
+}
+
+/// Two applications on one broker, both with the default bus names (taken
+/// from their names, `bank` and `shop`): the banking demo binary on one
+/// store, then the e-commerce walk-through on another. Both end right (the
+/// shop used to see the bank's events as its own progress and exit with
+/// every order still Pending).
+pub async fn two_applications_on_one_broker(bus: &str) {
+    use orchestrix_demo_ecommerce::walkthrough::{self, Failure};
+    use orchestrix_demo_ecommerce::{OrderStatus, PaymentStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let bank_store = format!("sqlite://{}", dir.path().join("bank.db").display());
+    let printed = run_demo(&bank_store, bus, Duration::from_secs(150)).await;
+    assert_demo_correct(&printed);
+
+    let shop_store = format!("sqlite://{}", dir.path().join("shop.db").display());
+    let store = orchestrix_backends::open_store(&shop_store).await.unwrap();
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut out = Vec::new();
+    let report = tokio::time::timeout(
+        Duration::from_secs(150),
+        walkthrough::run_on(store, Some(bus), run, Failure::None, &mut out),
+    )
+    .await
+    .expect("the e-commerce walk-through took too long")
+    .unwrap();
+    let printed = String::from_utf8_lossy(&out);
+    for order in ["o1", "o2", "o3"] {
+        let o = &report.orders[order];
+        assert_eq!(
+            (o.status, o.payment, o.saga),
+            (
+                OrderStatus::Confirmed,
+                PaymentStatus::Charged,
+                SagaStatus::Completed
+            ),
+            "{order}\n{printed}"
+        );
+    }
+}
+
+/// The worker binary on a bus, relaying its own demo traffic and one
+/// undecodable account event: its `/metrics`, parsed as Prometheus text,
+/// has the consumer series the embedded runtime exports (events consumed,
+/// handler duration, dead letters), the lag of every consumer per partition
+/// of the bus (4), and the relay's lag, all with sane values.
+pub async fn worker_exports_bus_metrics(bus: &str) {
+    use orchestrix::EventRecord;
+    use orchestrix::store::ExpectedRevision;
+    use prometheus_parse::{Scrape, Value};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("bank.db").display());
+    let store = orchestrix_backends::open_store(&store_url).await.unwrap();
+    // Not an `Opened` the projection can read: a dead letter.
+    let poison = EventRecord::json(
+        "com.orchestrix.bank.account.Opened",
+        1,
+        &serde_json::json!({ "not": "an account" }),
+    );
+    let stream = orchestrix::StreamId::parse("account-poison").unwrap();
+    store
+        .append(&stream, ExpectedRevision::NoStream, vec![poison])
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let mut worker =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrix-demo-banking-worker"))
+            .args(["--store", &store_url, "--bus", bus, "--relay"])
+            .args(["--traffic-every-ms", "100"])
+            .env_remove("ORCHESTRIX_CONFIG")
+            .env("ORCHESTRIX_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ORCHESTRIX_LOG_FORMAT", "text")
+            .env("ORCHESTRIX_LOG_FILTER", "error")
+            .env("OTEL_SDK_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+
+    let value = |v: &Value| match v {
+        Value::Counter(x) | Value::Gauge(x) | Value::Untyped(x) => Some(*x),
+        Value::Histogram(b) => Some(b.iter().map(|b| b.count).fold(0.0, f64::max)),
+        Value::Summary(_) => None,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    let mut missing = Vec::new();
+    loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            panic!("the worker exited early: {status}");
+        }
+        if let Some((200, body)) = get(port, "/metrics").await {
+            let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+            let series = |name: &str| -> Vec<(std::collections::HashMap<String, String>, f64)> {
+                scrape
+                    .samples
+                    .iter()
+                    .filter(|s| s.metric == name)
+                    .filter_map(|s| Some(((*s.labels).clone(), value(&s.value)?)))
+                    .collect()
+            };
+            let consumers = |name: &str| -> std::collections::BTreeSet<String> {
+                series(name)
+                    .into_iter()
+                    .filter(|(_, v)| *v > 0.0)
+                    .filter_map(|(l, _)| l.get("consumer").cloned())
+                    .collect()
+            };
+            for (_, v) in series("orchestrix_consumer_lag_events")
+                .into_iter()
+                .chain(series("orchestrix_consumer_lag_seconds"))
+                .chain(series("orchestrix_relay_lag_events"))
+            {
+                assert!(v.is_finite() && v >= 0.0, "a negative lag:\n{body}");
+            }
+            let lag_partitions: std::collections::BTreeSet<(String, String)> =
+                series("orchestrix_consumer_lag_events")
+                    .into_iter()
+                    .filter_map(|(l, _)| {
+                        Some((l.get("consumer")?.clone(), l.get("partition")?.clone()))
+                    })
+                    .collect();
+            let consumed = consumers("orchestrix_events_consumed_total");
+            missing.clear();
+            if consumed.len() < 2 {
+                missing.push("orchestrix_events_consumed_total of both consumers");
+            }
+            if consumers("orchestrix_handler_duration_seconds").len() < 2 {
+                missing.push("orchestrix_handler_duration_seconds of both consumers");
+            }
+            if consumers("orchestrix_dead_letters_total").is_empty() {
+                missing.push("orchestrix_dead_letters_total");
+            }
+            // Every consumer, each of the bus's 4 partitions.
+            if consumed.len() < 2
+                || consumed
+                    .iter()
+                    .any(|c| (0..4).any(|p| !lag_partitions.contains(&(c.clone(), p.to_string()))))
+            {
+                missing.push("orchestrix_consumer_lag_events per partition");
+            }
+            if series("orchestrix_consumer_lag_seconds").len() < lag_partitions.len()
+                || lag_partitions.is_empty()
+            {
+                missing.push("orchestrix_consumer_lag_seconds per partition");
+            }
+            if series("orchestrix_relay_lag_events").is_empty() {
+                missing.push("orchestrix_relay_lag_events");
+            }
+            if missing.is_empty() {
+                break;
+            }
+            last = body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing:?} in /metrics:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let pid = worker.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(40), worker.wait())
+        .await
+        .expect("the worker did not stop after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "the worker exited with {exit}");
+}
