@@ -8,6 +8,7 @@ pub mod schema;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod view_store;
 
 mod append;
 mod listen;
@@ -19,3 +20,4 @@ pub use projection::{PostgresProjection, ReadModel};
 pub use readmodel::{ReadModelTx, delete_checkpoint_in, load_checkpoint_in, save_checkpoint_in};
 pub use schema::SchemaName;
 pub use store::PostgresStore;
+pub use view_store::PostgresReadModels;

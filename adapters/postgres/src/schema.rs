@@ -172,6 +172,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "one-statement append",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        name: "read models of typed projections",
+        sql: V3,
+    },
 ];
 
 /// The schema version this crate writes.
@@ -505,6 +510,26 @@ BEGIN
     END IF;
 END
 $fn$;
+"#;
+
+/// The rows of typed projections
+/// ([`PostgresReadModels`](crate::PostgresReadModels)): one JSON document per
+/// (view, key), and the last stream revision each view applied (for
+/// idempotence). `row` is NULL only inside the transaction that creates it.
+const V3: &str = r#"
+CREATE TABLE {schema}.read_models (
+    "view" text  NOT NULL,
+    "key"  text  NOT NULL,
+    "row"  jsonb,
+    PRIMARY KEY ("view", "key")
+);
+
+CREATE TABLE {schema}.read_model_applied (
+    "view"   text   NOT NULL,
+    stream   text   NOT NULL,
+    revision bigint NOT NULL,
+    PRIMARY KEY ("view", stream)
+);
 "#;
 
 /// Brings `schema` to the latest version; safe to run concurrently from many

@@ -26,11 +26,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "read models of typed projections",
+        sql: V2,
+    },
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -99,6 +106,26 @@ CREATE TABLE timers (
 ) WITHOUT ROWID;
 CREATE INDEX timers_by_due ON timers (owner, due_at, id);
 ";
+
+/// The rows of typed projections ([`SqliteReadModels`](crate::SqliteReadModels)):
+/// one JSON document per (view, key), and the last stream revision each view
+/// applied (for idempotence).
+const V2: &str = r#"
+CREATE TABLE read_models (
+    "view" TEXT NOT NULL,
+    "key"  TEXT NOT NULL,
+    -- The row as JSON text.
+    "row"  TEXT NOT NULL,
+    PRIMARY KEY ("view", "key")
+) WITHOUT ROWID;
+
+CREATE TABLE read_model_applied (
+    "view"   TEXT    NOT NULL,
+    stream   TEXT    NOT NULL,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY ("view", stream)
+) WITHOUT ROWID;
+"#;
 
 /// Brings the schema of `conn`'s database up to [`SCHEMA_VERSION`] and
 /// returns how many migrations it applied (0 when it was current).

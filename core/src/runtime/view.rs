@@ -103,7 +103,10 @@ pub type RowChange<'a> =
 ///
 /// [`MemoryReadModels`] is the in-process implementation and the default of
 /// an [`ApplicationBuilder`](crate::ApplicationBuilder); choose another with
-/// [`ApplicationBuilder::read_models`](crate::ApplicationBuilder::read_models).
+/// [`ApplicationBuilder::read_models`](crate::ApplicationBuilder::read_models):
+/// `SqliteReadModels` (crate `orchestrix-sqlite`) or `PostgresReadModels`
+/// (crate `orchestrix-postgres`). `orchestrix_testkit::read_model_conformance!`
+/// is the contract every implementation passes.
 #[async_trait]
 pub trait ReadModelStore: Send + Sync + fmt::Debug + 'static {
     /// The row `key` of `view`.

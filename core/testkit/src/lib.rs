@@ -4,6 +4,7 @@
 pub mod containers;
 pub mod fixture;
 pub mod random;
+pub mod read_models;
 pub mod saga_fixture;
 pub mod services;
 pub mod store;
@@ -129,6 +130,83 @@ macro_rules! __with_store_cases {
             timers_schedule_due_cancel,
             large_stream_round_trip,
             upcasting_on_every_read_path,
+        }
+    };
+}
+
+/// Expands to one `#[test]` per case of [`read_models`], each running
+/// `read_models::<case>(store)` on a multi-threaded Tokio runtime with four
+/// workers.
+///
+/// `factory` is a path to an
+/// `async fn() -> Option<Arc<dyn orchestrix::runtime::ReadModelStore>>`,
+/// called once per case; `None` skips the case (a factory that needs a
+/// service returns it after [`require`], which fails under `CI=true` instead).
+/// Cases use random view and stream names, so the factory may hand every
+/// case the same database.
+///
+/// ```
+/// use std::sync::Arc;
+/// use orchestrix::runtime::{MemoryReadModels, ReadModelStore};
+///
+/// async fn memory() -> Option<Arc<dyn ReadModelStore>> {
+///     Some(Arc::new(MemoryReadModels::new()))
+/// }
+///
+/// orchestrix_testkit::read_model_conformance!(memory);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! read_model_conformance {
+    ($factory:path) => {
+        $crate::__with_read_model_cases!(__read_model_conformance_tests!($factory));
+    };
+}
+
+/// Generates the tests of [`read_model_conformance!`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __read_model_conformance_tests {
+    (($factory:path) $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::__run_case(async {
+                    if let Some(store) = $factory().await {
+                        $crate::read_models::$case(store).await;
+                    }
+                });
+            }
+        )*
+    };
+}
+
+/// Generates [`read_models::CASES`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __read_model_case_names {
+    (() $($case:ident),* $(,)?) => {
+        /// The name of every case, in the order [`read_model_conformance!`](crate::read_model_conformance) runs them.
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+}
+
+/// The one list of read-model cases: calls `$callback!(($args) case, ...)`.
+/// Not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_read_model_cases {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            ($($args)*)
+            load_and_load_all_ordered_by_key,
+            apply_replaces_the_row,
+            applied_or_older_revisions_are_skipped,
+            streams_are_independent,
+            views_are_isolated,
+            clear_wipes_rows_and_revisions,
+            failing_change_changes_nothing,
+            concurrent_applies_of_one_revision_apply_once,
         }
     };
 }
