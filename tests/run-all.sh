@@ -37,4 +37,6 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "README commands"
 bash tests/readme-commands.sh
+step "fuzzing: cargo fuzz, ${ORCHESTRIX_FUZZ_SECONDS:-20} s per target (fuzz/run.sh)"
+bash fuzz/run.sh
 step "done"
