@@ -12,6 +12,14 @@ step "services"
 # shellcheck source=tests/scripts/services.sh
 source tests/scripts/services.sh
 
+# The web console's browser test (core/cli/tests/console_browser.rs) drives
+# Debian's headless Chromium through chromedriver; under CI it fails without them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  step "installing chromium and chromium-driver"
+  apt-get install -y chromium chromium-driver >/dev/null \
+    || { apt-get update >/dev/null && apt-get install -y chromium chromium-driver >/dev/null; }
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
   cargo install cargo-nextest --locked

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod commands;
+mod console;
 mod output;
 mod schema;
 
@@ -19,6 +20,7 @@ pub use catalog::{CatalogArgs, CatalogFormat};
 pub use commands::{
     DlqCommand, EventsCommand, ProjectionsCommand, RegistryCommand, SagasCommand, StreamsCommand,
 };
+pub use console::ConsoleArgs;
 pub use output::Out;
 
 /// Exit code: success.
@@ -90,6 +92,9 @@ pub enum Command {
     /// versions, aggregates, projections and sagas, as Markdown with a
     /// Mermaid flow diagram (needs the application's own binary).
     Catalog(CatalogArgs),
+    /// The web console: streams, live all-stream, projections, dead letters,
+    /// sagas, schemas (read-only unless --token).
+    Console(ConsoleArgs),
 }
 
 /// A command's failure, with its exit code.
@@ -260,6 +265,7 @@ pub async fn run(cli: Cli, context: &Context, out: &mut Out<'_>) -> Result<(), F
             let ops = (context.connect)(store).await?;
             catalog::run(&args, &ops, out)
         }
+        Command::Console(args) => console::run(args, ops().await?, out).await,
         Command::Schema(cmd) => match schema::run(cmd).await {
             Ok(code) if code == ExitCode::SUCCESS => Ok(()),
             Ok(_) => Err(Failure {

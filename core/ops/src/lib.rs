@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod console;
 pub mod error;
 pub mod inspect;
 pub mod operate;
