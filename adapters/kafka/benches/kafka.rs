@@ -35,6 +35,11 @@ const ROUNDS: usize = 5;
 const LATENCY_EVENTS: u64 = 2_000;
 const LATENCY_RATE: u64 = 500; // events per second
 
+/// The Avro schema of the benchmark's event.
+const DEPOSITED_AVSC: &str = r#"{"type":"record","name":"MoneyDeposited","namespace":"com.acme.bank","fields":[
+  {"name":"account","type":"string"},{"name":"amount_cents","type":"long"},{"name":"currency","type":"string"},
+  {"name":"reference","type":"string"},{"name":"note","type":"string"}]}"#;
+
 fn events(n: u64) -> Vec<RecordedEvent> {
     (0..n)
         .map(|i| {
@@ -256,6 +261,29 @@ async fn main() {
         })
         .sum();
     let publisher = KafkaPublisher::new(config.clone()).unwrap();
+    // Avro in the Confluent wire format, ids from a registry served over
+    // HTTP on loopback (cached after the first event of each type).
+    let registry = orchestrix_schema_registry::server::serve(
+        Arc::new(orchestrix_schema_registry::EmbeddedRegistry::memory()),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let avro_format = Arc::new(orchestrix_schema_registry::AvroWireFormat::new(
+        orchestrix_schema_registry::ConfluentAvro::new(
+            Arc::new(orchestrix_schema_registry::RegistryClient::new(&registry.url()).unwrap()),
+            orchestrix_avro::AvroCodec::new(
+                orchestrix_avro::AvroSchemas::new()
+                    .with("com.acme.bank.MoneyDeposited", 1, DEPOSITED_AVSC)
+                    .unwrap(),
+            ),
+        ),
+    ));
+    let mut avro_config = config.clone();
+    avro_config.topics.prefix = format!("{run}-avro");
+    let avro = KafkaPublisher::new(avro_config)
+        .unwrap()
+        .with_value_format(avro_format);
     let mut tx_config = config.clone();
     tx_config.topics.prefix = format!("{run}-tx");
     let transactional = TransactionalPublisher::new(tx_config, format!("{run}-relay")).unwrap();
@@ -265,6 +293,7 @@ async fn main() {
     // Warm up both paths (topic creation, metadata, connections).
     publisher.publish_events(&all[..1_000]).await.unwrap();
     transactional.publish_events(&all[..1_000]).await.unwrap();
+    avro.publish_events(&all[..1_000]).await.unwrap();
     raw_publish(&raw, &raw_topic, &encoded[..1_000]).await;
 
     let (mut t_raw, mut t_500, mut t_5000, mut t_one, mut t_tx500, mut t_tx5000) = (
@@ -275,6 +304,7 @@ async fn main() {
         Vec::new(),
         Vec::new(),
     );
+    let mut t_avro = Vec::new();
     for _ in 0..ROUNDS {
         t_raw.push(raw_publish(&raw, &raw_topic, &encoded).await);
         t_500.push(orchestrix_publish(&publisher, &all, 500).await);
@@ -282,6 +312,7 @@ async fn main() {
         t_one.push(orchestrix_publish(&publisher, &all, all.len()).await);
         t_tx500.push(transactional_publish(&transactional, &all, 500).await);
         t_tx5000.push(transactional_publish(&transactional, &all, 5_000).await);
+        t_avro.push(orchestrix_publish(&avro, &all, all.len()).await);
     }
     let (raw_t, b500_t, b5000_t, one_t) = (best(&t_raw), best(&t_500), best(&t_5000), best(&t_one));
 
@@ -320,6 +351,10 @@ async fn main() {
     );
     row("KafkaPublisher, batches of 5,000, each awaited", b5000_t);
     row("KafkaPublisher, one batch", one_t);
+    row(
+        "KafkaPublisher + Avro (Confluent wire format, registry ids), one batch",
+        best(&t_avro),
+    );
     row(
         "TransactionalPublisher, batches of 500, one transaction each",
         best(&t_tx500),

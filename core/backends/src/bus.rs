@@ -94,6 +94,14 @@ pub struct BusOptions {
     /// How often the consumer and relay lag gauges are sampled from the
     /// broker. Default 5 s.
     pub metrics_interval: Duration,
+    /// The payload format on the bus, set in code; the bus URL's
+    /// `format=avro&registry=…` builds one when this is `None` (see
+    /// [`format`](crate::format)).
+    pub value_format: Option<Arc<dyn orchestrix::wire::ValueFormat>>,
+    /// The Avro schemas of the application's events, for `format=avro` in
+    /// the bus URL without `schemas=DIR` (feature `avro`).
+    #[cfg(feature = "avro")]
+    pub avro_schemas: Option<orchestrix_avro::AvroSchemas>,
 }
 
 impl Default for BusOptions {
@@ -104,6 +112,9 @@ impl Default for BusOptions {
             relay_config: RelayConfig::default(),
             consume: true,
             metrics_interval: Duration::from_secs(5),
+            value_format: None,
+            #[cfg(feature = "avro")]
+            avro_schemas: None,
         }
     }
 }
@@ -210,8 +221,17 @@ pub async fn start_runtime(
 pub async fn start_on_bus(
     app: &Application,
     bus_url: &str,
-    options: BusOptions,
+    mut options: BusOptions,
 ) -> Result<BusRuntime> {
+    let (adapter_url, format) = crate::format::split_format(bus_url)?;
+    if options.value_format.is_none() {
+        #[cfg(feature = "avro")]
+        let schemas = options.avro_schemas.clone();
+        #[cfg(not(feature = "avro"))]
+        let schemas = None;
+        options.value_format = crate::format::value_format(&format, schemas)?;
+    }
+    let bus_url = adapter_url.as_str();
     let url = BackendUrl::parse(bus_url)?;
     match url.scheme() {
         Scheme::Nats => nats::start(app, &url, options).await,
@@ -649,6 +669,18 @@ impl EventHandler for Metered {
     }
 }
 
+/// `handler`, reading the bus's value format back first when the bus
+/// carries another format than the store's.
+fn decoding(options: &BusOptions, handler: Arc<dyn EventHandler>) -> Arc<dyn EventHandler> {
+    match &options.value_format {
+        Some(format) => Arc::new(orchestrix::wire::WireDecoding::new(
+            Arc::clone(format),
+            handler,
+        )),
+        None => handler,
+    }
+}
+
 /// The application's default bus names: `name` with characters other than
 /// letters, digits, `-` and `_` replaced by `_`.
 fn name_token(app: &Application) -> String {
@@ -740,7 +772,7 @@ mod nats {
         if options.consume {
             for registered in Runtime::handlers(app)? {
                 let metered: Arc<dyn EventHandler> = Arc::new(Metered {
-                    inner: registered.handler(),
+                    inner: super::decoding(&options, registered.handler()),
                     filter: registered.filter(),
                     retry: registered.config().retry,
                 });
@@ -770,7 +802,10 @@ mod nats {
         }
         runtime.status.groups = Arc::new(groups);
         if options.relay {
-            let publisher = NatsPublisher::with_client(client, config.clone()).await?;
+            let mut publisher = NatsPublisher::with_client(client, config.clone()).await?;
+            if let Some(format) = &options.value_format {
+                publisher = publisher.with_value_format(Arc::clone(format));
+            }
             runtime.relay = Some(Arc::new(
                 Relay::start(
                     app.store().clone(),
@@ -873,7 +908,7 @@ mod kafka {
             for registered in Runtime::handlers(app)? {
                 let retry = registered.config().retry;
                 let metered: Arc<dyn EventHandler> = Arc::new(Metered {
-                    inner: registered.handler(),
+                    inner: super::decoding(&options, registered.handler()),
                     filter: registered.filter(),
                     retry,
                 });
@@ -922,7 +957,10 @@ mod kafka {
         }
         runtime.status.groups = Arc::new(groups);
         if options.relay {
-            let publisher = KafkaPublisher::new(config)?;
+            let mut publisher = KafkaPublisher::new(config)?;
+            if let Some(format) = &options.value_format {
+                publisher = publisher.with_value_format(Arc::clone(format));
+            }
             runtime.relay = Some(Arc::new(
                 Relay::start(
                     app.store().clone(),
@@ -1110,6 +1148,46 @@ mod tests {
         let local = Runtime::start_only(&app, &local_kinds()).await.unwrap();
         assert!(local.monitors().is_empty());
         local.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bad_value_format_in_the_bus_url_fails_before_any_connection() {
+        let app = app(Arc::new(Count::default()));
+        // Nothing listens on port 1: each error must come from the format.
+        for (url, why) in [
+            ("kafka://127.0.0.1:1?format=avro", "needs `registry=URL`"),
+            ("nats://127.0.0.1:1?format=xml", "not one of json, avro"),
+            (
+                "kafka://127.0.0.1:1?registry=http://127.0.0.1:1",
+                "go with `format=avro`",
+            ),
+        ] {
+            let err = start_runtime(&app, Some(url), BusOptions::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidInput { .. }), "{url}: {err}");
+            assert!(err.to_string().contains(why), "{url}: {err}");
+        }
+        let err = start_runtime(
+            &app,
+            Some("kafka://127.0.0.1:1?format=avro&registry=http://127.0.0.1:1"),
+            BusOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        #[cfg(feature = "avro")]
+        assert!(err.to_string().contains("no Avro schemas"), "{err}");
+        #[cfg(not(feature = "avro"))]
+        assert!(
+            matches!(
+                err,
+                Error::FeatureNotEnabled {
+                    feature: "avro",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test]
