@@ -11,11 +11,11 @@
 //! - an aggregate: its category, the names of its commands
 //!   ([`Command::command_types`], the variants' names with
 //!   `#[derive(Command)]`) and its events with their current schema versions
-//!   ([`Event::event_types`](crate::Event::event_types));
+//!   ([`Event::event_types`]);
 //! - a projection: its name and [`Filter`]; a typed [`View`](crate::View)
 //!   handles exactly the event types of its `Event` enum;
 //! - a saga: its name, filter, own events, and the commands it sends
-//!   ([`SagaCommand::commands`](crate::saga::SagaCommand::commands));
+//!   ([`SagaCommand::commands`]);
 //! - a handler registered as a value: its name and filter (handlers built by
 //!   a factory at start are not known before start and are not listed).
 //!
