@@ -1,5 +1,5 @@
 //! The e-commerce walk-through with the order saga consuming from the Kafka
-//! broker at `ORCHESTRIX_KAFKA_BROKERS` (default `127.0.0.1:9092`, Tansu from
+//! broker at `ORCHESTRIX_KAFKA_BROKERS` (default `127.0.0.1:9092`, Apache Kafka from
 //! `tests/scripts/services.sh`), each run on a topic prefix of its own.
 //! Without a reachable broker the test is skipped (it fails when `CI=true`).
 
@@ -37,7 +37,7 @@ async fn bus_url(test: &str) -> Option<String> {
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let id = &id[..12];
-    // Tansu with librdkafka's default 45 s session takes > 20 s to join.
+    // A short session, so that a member that dies hands its partitions on quickly.
     Some(format!(
         "kafka://{brokers}?prefix=orx-shop-{id}&partitions=4&session.timeout.ms=6000&heartbeat.interval.ms=1000"
     ))

@@ -78,7 +78,7 @@ pub async fn kafka_bus_url(test: &str) -> Option<String> {
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let id = &id[..12];
-    // Tansu with librdkafka's default 45 s session takes > 20 s to join.
+    // A short session, so that a member that dies hands its partitions on quickly.
     Some(format!(
         "kafka://{brokers}?prefix=orx-bank-{id}&partitions=4&session.timeout.ms=6000&heartbeat.interval.ms=1000"
     ))
