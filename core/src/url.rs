@@ -188,16 +188,46 @@ fn check_hosts(rest: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Hides a password in a URL for logs and errors.
+/// Hides a password in a URL for logs and errors: the one in the user info
+/// and a `password=` query parameter. Works on URLs with several hosts
+/// (`scylla://u:pw@n1,n2/ks`), which `url::Url` cannot parse; the rest of
+/// the text is kept as given.
+///
+/// ```
+/// use orchestrix::url::redact;
+/// assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+/// assert_eq!(redact("scylla://u:pw@n1:9042,n2/ks"), "scylla://u:***@n1:9042,n2/ks");
+/// assert_eq!(redact("scylla://n1/ks?user=u&password=pw&tls=on"), "scylla://n1/ks?user=u&password=***&tls=on");
+/// assert_eq!(redact("nats://h:4222"), "nats://h:4222");
+/// ```
 #[must_use]
 pub fn redact(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, hosts)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{hosts}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
         }
-        _ => raw.to_owned(),
-    }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]

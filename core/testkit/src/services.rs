@@ -215,7 +215,8 @@ pub fn require(service: Service) -> Option<String> {
     None
 }
 
-/// An address with any password replaced by `***`.
+/// An address with any password replaced by `***` (the core's
+/// [`orchestrix::url::redact`]).
 ///
 /// ```
 /// use orchestrix_testkit::services::redact;
@@ -224,18 +225,7 @@ pub fn require(service: Service) -> Option<String> {
 /// ```
 #[must_use]
 pub fn redact(address: &str) -> String {
-    let Some((scheme, rest)) = address.split_once("://") else {
-        return address.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((user_info, hosts)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
-            None => address.to_owned(),
-        },
-        None => address.to_owned(),
-    }
+    orchestrix::url::redact(address)
 }
 
 #[cfg(test)]
