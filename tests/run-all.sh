@@ -6,7 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
-step() { echo "[run-all] $(($(date +%s) - started))s: $*" >&2; }
+step() {
+  echo "[run-all] $(($(date +%s) - started))s: $* (disk free: $(df -h --output=avail . | tail -1 | tr -d ' '))" >&2
+}
+
+# A clean CI clone builds every crate once: incremental compilation would only
+# add its caches (about as large as the build itself) to a disk that a full
+# workspace build, the doc build and the fuzz build already fill by several GB.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
 step "services"
 # shellcheck source=tests/scripts/services.sh
