@@ -41,6 +41,9 @@ pub fn router(registry: Shared) -> Router {
             get(get_version_schema),
         )
         .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
+        .route("/schemas/ids/{id}/versions", get(versions_by_id))
+        .route("/schemas/types", get(schema_types))
         .route(
             "/compatibility/subjects/{subject}/versions",
             post(check_all),
@@ -243,16 +246,74 @@ async fn get_version_schema(
     }
 }
 
+/// A schema id from the path; one that is not a number is not found (40403).
+fn schema_id(id: &str) -> Result<u32, RegistryError> {
+    id.parse::<u32>()
+        .map_err(|_| RegistryError::SchemaNotFound(format!("Schema {id} not found")))
+}
+
 async fn schema_by_id(State(r): State<Shared>, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<u32>() else {
-        return fail(&RegistryError::SchemaNotFound(format!(
-            "Schema {id} not found"
-        )));
+    let result = match schema_id(&id) {
+        Ok(id) => r.schema_by_id(id).await,
+        Err(e) => Err(e),
     };
-    reply(r.schema_by_id(id).await.map(|schema| SchemaResponse {
+    reply(result.map(|schema| SchemaResponse {
         schema,
         schema_type: None,
     }))
+}
+
+/// `GET /schemas/ids/{id}/schema`: the schema itself as the body.
+async fn raw_schema_by_id(State(r): State<Shared>, Path(id): Path<String>) -> Response {
+    let result = match schema_id(&id) {
+        Ok(id) => r.schema_by_id(id).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(schema) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            schema,
+        )
+            .into_response(),
+        Err(e) => fail(&e),
+    }
+}
+
+/// One subject and version under which a schema id is registered.
+#[derive(Serialize)]
+struct SubjectVersionRef {
+    subject: String,
+    version: u32,
+}
+
+/// `GET /schemas/ids/{id}/versions`: every subject and version that uses the
+/// id, subjects in name order. The port has no index by id, so this walks the
+/// subjects; fine for a registry's size (hundreds of subjects, not millions).
+async fn versions_by_id(State(r): State<Shared>, Path(id): Path<String>) -> Response {
+    let result = async {
+        let id = schema_id(&id)?;
+        r.schema_by_id(id).await?;
+        let mut found = Vec::new();
+        for subject in r.subjects().await? {
+            for version in r.versions(&subject).await? {
+                if r.version(&subject, VersionSpec::Number(version)).await?.id == id {
+                    found.push(SubjectVersionRef {
+                        subject: subject.clone(),
+                        version,
+                    });
+                }
+            }
+        }
+        Ok::<_, RegistryError>(found)
+    }
+    .await;
+    reply(result)
+}
+
+/// `GET /schemas/types`: the schema types this registry accepts.
+async fn schema_types() -> Response {
+    body(StatusCode::OK, &["AVRO"])
 }
 
 async fn check(

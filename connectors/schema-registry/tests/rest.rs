@@ -244,6 +244,30 @@ async fn rest_endpoints_answer_as_confluent_documents() {
         (200, ct.into(), json!({"schema": V1}))
     );
     assert_eq!(
+        http(&running, "GET", "/schemas/ids/1/schema", None).await,
+        (200, ct.into(), serde_json::from_str::<Value>(V1).unwrap())
+    );
+    assert_eq!(
+        http(&running, "POST", "/subjects/t/versions", Some(&v1)).await,
+        (200, ct.into(), json!({"id": 1}))
+    );
+    assert_eq!(
+        http(&running, "GET", "/schemas/ids/1/versions", None).await,
+        (
+            200,
+            ct.into(),
+            json!([{"subject": "s", "version": 1}, {"subject": "t", "version": 1}])
+        )
+    );
+    assert_eq!(
+        http(&running, "DELETE", "/subjects/t", None).await,
+        (200, ct.into(), json!([1]))
+    );
+    assert_eq!(
+        http(&running, "GET", "/schemas/types", None).await,
+        (200, ct.into(), json!(["AVRO"]))
+    );
+    assert_eq!(
         http(&running, "POST", "/subjects/s", Some(&v1)).await,
         (
             200,
@@ -268,6 +292,16 @@ async fn rest_endpoints_answer_as_confluent_documents() {
     assert_eq!(
         http(&running, "GET", "/schemas/ids/99", None).await,
         (404, ct.into(), err(40403, "Schema 99 not found"))
+    );
+    for path in ["/schemas/ids/99/schema", "/schemas/ids/99/versions"] {
+        assert_eq!(
+            http(&running, "GET", path, None).await,
+            (404, ct.into(), err(40403, "Schema 99 not found"))
+        );
+    }
+    assert_eq!(
+        http(&running, "GET", "/schemas/ids/x/versions", None).await,
+        (404, ct.into(), err(40403, "Schema x not found"))
     );
     assert_eq!(
         http(&running, "POST", "/subjects/s", Some(&schema_body(V2))).await,
