@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::api::SchemaRegistry;
 use crate::error::RegistryError;
+use crate::reader::DecodeError;
 
 /// Serializes payloads to the Confluent wire format (magic byte 0, 4-byte
 /// big-endian schema id, Avro binary) and back, so that stock Kafka
@@ -69,10 +70,23 @@ impl ConfluentAvro {
         self
     }
 
+    /// The same serializer with another codec (same registry and cache).
+    #[must_use]
+    pub fn with_codec(mut self, codec: AvroCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
     /// The codec (its catalog names every event type's schemas).
     #[must_use]
     pub fn codec(&self) -> &AvroCodec {
         &self.codec
+    }
+
+    /// The registry.
+    #[must_use]
+    pub fn registry(&self) -> &Arc<dyn SchemaRegistry> {
+        &self.registry
     }
 
     /// The schema id cache.
@@ -143,24 +157,41 @@ impl ConfluentAvro {
         let decode_err =
             |e: AvroError| orchestrix::Error::decode("Confluent-framed Avro message", e);
         let (id, avro) = unframe(data).map_err(decode_err)?;
-        let writer = match self.cache.schema(id) {
-            Some(s) => s,
-            None => {
-                let text = match self.registry.schema_by_id(id).await {
-                    Ok(t) => t,
-                    Err(RegistryError::SchemaNotFound(_)) => {
-                        return Err(decode_err(AvroError::UnknownSchemaId(id)));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let parsed = ParsedSchema::parse_named(&format!("with id {id}"), &text)
-                    .map_err(decode_err)?;
-                self.cache.insert(id, None, &parsed);
-                parsed
+        let writer = match self.writer_schema(id).await {
+            Ok(writer) => writer,
+            Err(DecodeError::UnknownSchemaId { id }) => {
+                return Err(decode_err(AvroError::UnknownSchemaId(id)));
             }
+            Err(DecodeError::InvalidWriterSchema { source, .. }) => return Err(decode_err(source)),
+            Err(DecodeError::Registry { source, .. }) => return Err(source.into()),
+            Err(other) => return Err(other.into()),
         };
         self.codec
             .decode_with_writer(id, &writer, avro)
             .map_err(decode_err)
+    }
+
+    /// The writer schema with registry id `id`, from the cache or the
+    /// registry (then cached).
+    ///
+    /// # Errors
+    /// [`DecodeError::UnknownSchemaId`] when the registry does not know the
+    /// id, [`DecodeError::InvalidWriterSchema`] when its text does not parse,
+    /// [`DecodeError::Registry`] when the registry cannot be asked.
+    pub async fn writer_schema(&self, id: u32) -> Result<ParsedSchema, DecodeError> {
+        if let Some(schema) = self.cache.schema(id) {
+            return Ok(schema);
+        }
+        let text = match self.registry.schema_by_id(id).await {
+            Ok(t) => t,
+            Err(RegistryError::SchemaNotFound(_)) => {
+                return Err(DecodeError::UnknownSchemaId { id });
+            }
+            Err(source) => return Err(DecodeError::Registry { id, source }),
+        };
+        let parsed = ParsedSchema::parse_named(&format!("with id {id}"), &text)
+            .map_err(|source| DecodeError::InvalidWriterSchema { id, source })?;
+        self.cache.insert(id, None, &parsed);
+        Ok(parsed)
     }
 }
