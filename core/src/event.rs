@@ -109,6 +109,16 @@ pub fn __retag<E: DeserializeOwned>(
             map.insert(variant.to_owned(), serde_json::Value::Null);
             serde_json::Value::Object(map)
         }
+        // A unit variant read from a format without a unit type (an Avro
+        // record with no fields decodes to `{}`).
+        serde_json::Value::Object(map) if map.is_empty() => {
+            if let Ok(e) = serde_json::from_value(serde_json::Value::String(variant.to_owned())) {
+                return Ok(e);
+            }
+            let mut tagged = serde_json::Map::with_capacity(1);
+            tagged.insert(variant.to_owned(), serde_json::Value::Object(map));
+            serde_json::Value::Object(tagged)
+        }
         other => {
             let mut map = serde_json::Map::with_capacity(1);
             map.insert(variant.to_owned(), other);

@@ -271,6 +271,9 @@ impl Encoder<'_> {
                 write_len(out, index);
                 self.encode(branch, ns, inner, out, path)
             }
+            // A fieldless event (serde's unit variant, stored as `null`) has a
+            // record with no fields: Avro has no unit type that can be named.
+            Schema::Record(r) if r.fields.is_empty() && value.is_null() => Ok(()),
             Schema::Record(r) => {
                 let Value::Object(obj) = value else {
                     return Err(mismatch(

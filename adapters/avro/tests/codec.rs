@@ -345,3 +345,49 @@ fn resolution_fills_defaults_follows_aliases_and_maps_enum_defaults() {
         "double cannot be read as int: {err}"
     );
 }
+
+/// A fieldless event (serde's unit variant, stored as JSON `null`) has a
+/// record with no fields as its schema; it writes no bytes and reads back as
+/// `{}`, which the `Event` derive reads as the unit variant again.
+#[test]
+fn a_fieldless_event_is_an_empty_record_and_reads_back_as_its_unit_variant() {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, orchestrix::Event)]
+    #[event(prefix = "com.acme.bank")]
+    enum AccountEvent {
+        Closed,
+        Opened { owner: String },
+    }
+    use orchestrix::Event as _;
+
+    let codec = AvroCodec::new(
+        AvroSchemas::new()
+            .with(
+                "com.acme.bank.Closed",
+                1,
+                r#"{"type":"record","name":"Closed","namespace":"com.acme.bank","fields":[]}"#,
+            )
+            .unwrap()
+            .with(
+                "com.acme.bank.Opened",
+                1,
+                r#"{"type":"record","name":"Opened","namespace":"com.acme.bank","fields":[{"name":"owner","type":"string"}]}"#,
+            )
+            .unwrap(),
+    );
+    let closed = AccountEvent::Closed.to_payload().unwrap();
+    assert_eq!(closed, Value::Null);
+    let bytes = codec.encode("com.acme.bank.Closed", 1, &closed).unwrap();
+    assert!(bytes.is_empty());
+    let back = codec.decode("com.acme.bank.Closed", 1, &bytes).unwrap();
+    assert_eq!(back, json!({}));
+    assert_eq!(
+        AccountEvent::from_payload("com.acme.bank.Closed", back).unwrap(),
+        AccountEvent::Closed
+    );
+    // Only a record without fields takes `null`.
+    assert!(
+        codec
+            .encode("com.acme.bank.Opened", 1, &Value::Null)
+            .is_err()
+    );
+}

@@ -10,6 +10,14 @@
 //! stay in headers, so `ce_dataschema` still names the event type and
 //! version while the frame names the registry id.
 //!
+//! The saga engine's own bookkeeping records (`orchestrix.saga.*`: command
+//! sent, timeout scheduled...) embed the saga's commands, whose shape is the
+//! application's and has no fixed schema. Unless the catalog has a schema for
+//! one, such a record travels as an [`ENGINE_RECORD_SCHEMA`] envelope (its
+//! event type and its JSON text), so that every record on the topic is a
+//! Confluent frame a stock deserializer reads; on the way in the envelope is
+//! opened again.
+//!
 //! On the way in, the writer schema is fetched by id (once, cached), resolved
 //! to the reader's latest schema of the same record name (Avro schema
 //! resolution), and the value is handed to handlers in the consumer's own
@@ -44,15 +52,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use orchestrix::codec::{Codec, JsonCodec};
+use orchestrix::saga::ENGINE_EVENT_PREFIX;
 use orchestrix::wire::ValueFormat;
 use orchestrix::{Error, RecordedEvent};
-use orchestrix_avro::AVRO_CONTENT_TYPE;
 use orchestrix_avro::wire::{MAGIC_BYTE, frame};
+use orchestrix_avro::{AVRO_CONTENT_TYPE, ParsedSchema};
+use serde_json::{Value, json};
 
 use crate::confluent::ConfluentAvro;
 
@@ -90,6 +100,16 @@ impl AvroWireFormat {
     }
 }
 
+/// The envelope of the saga engine's bookkeeping records on an Avro bus
+/// (see the module docs): subject `orchestrix.saga.EngineRecord` under the
+/// record-name strategy.
+pub const ENGINE_RECORD_SCHEMA: &str = r#"{"type":"record","name":"EngineRecord","namespace":"orchestrix.saga","doc":"A saga engine bookkeeping record: its event type and its payload as JSON text.","fields":[{"name":"event_type","type":"string"},{"name":"json","type":"string"}]}"#;
+
+static ENGINE_RECORD: LazyLock<ParsedSchema> = LazyLock::new(|| {
+    ParsedSchema::parse_named("orchestrix.saga.EngineRecord", ENGINE_RECORD_SCHEMA)
+        .unwrap_or_else(|e| unreachable!("the engine record schema is valid: {e}"))
+});
+
 fn is_json(content_type: &str) -> bool {
     content_type.is_empty()
         || content_type.starts_with("application/json")
@@ -109,7 +129,28 @@ impl ValueFormat for AvroWireFormat {
     ) -> orchestrix::Result<RecordedEvent> {
         let r = &event.record;
         let what = || format!("event `{}` v{} for the bus", r.event_type, r.schema_version);
-        let data = if is_json(&r.content_type) {
+        let engine_envelope = r.event_type.starts_with(ENGINE_EVENT_PREFIX)
+            && self
+                .confluent
+                .codec()
+                .schemas()
+                .get(&r.event_type, r.schema_version)
+                .is_none();
+        let data = if engine_envelope && is_json(&r.content_type) {
+            let text = std::str::from_utf8(&r.data).map_err(|e| Error::encode(what(), e))?;
+            let body = self
+                .confluent
+                .codec()
+                .encode_with(
+                    &ENGINE_RECORD,
+                    &json!({"event_type": r.event_type, "json": text}),
+                )
+                .map_err(|e| Error::encode(what(), e))?;
+            frame(
+                self.confluent.schema_id(topic, &ENGINE_RECORD).await?,
+                &body,
+            )
+        } else if is_json(&r.content_type) {
             let value: serde_json::Value =
                 serde_json::from_slice(&r.data).map_err(|e| Error::encode(what(), e))?;
             self.confluent
@@ -151,6 +192,18 @@ impl ValueFormat for AvroWireFormat {
             return Ok(event);
         }
         let framed = self.confluent.deserialize(&r.data).await?;
+        if framed.event_type.is_none()
+            && r.event_type.starts_with(ENGINE_EVENT_PREFIX)
+            && let Some(payload) = engine_payload(&r.event_type, &framed.value)?
+        {
+            let data = self
+                .reader_codec
+                .encode(&r.event_type, r.schema_version, &payload)?;
+            let mut out = event;
+            out.record.data = data;
+            out.record.content_type = self.reader_codec.content_type().to_owned();
+            return Ok(out);
+        }
         let event_type = framed
             .event_type
             .clone()
@@ -165,4 +218,22 @@ impl ValueFormat for AvroWireFormat {
         out.record.schema_version = version;
         Ok(out)
     }
+}
+
+/// The payload inside an engine record envelope, if `value` is one.
+fn engine_payload(event_type: &str, value: &Value) -> orchestrix::Result<Option<Value>> {
+    let (Some(Value::String(inner_type)), Some(Value::String(text))) =
+        (value.get("event_type"), value.get("json"))
+    else {
+        return Ok(None);
+    };
+    if inner_type != event_type {
+        return Err(Error::decode(
+            format!("engine record `{event_type}`"),
+            format!("the envelope holds a `{inner_type}`"),
+        ));
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| Error::decode(format!("engine record `{event_type}`"), e))
 }
