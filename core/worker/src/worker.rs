@@ -44,6 +44,8 @@ pub struct Worker {
     relay: Option<(Arc<dyn Publisher>, RelayConfig)>,
     sources: Vec<Arc<dyn MetricsSource>>,
     routes: Option<Router>,
+    #[cfg(feature = "avro")]
+    avro_schemas: Option<orchestrix_avro::AvroSchemas>,
 }
 
 impl fmt::Debug for Worker {
@@ -65,7 +67,17 @@ impl Worker {
             relay: None,
             sources: Vec::new(),
             routes: None,
+            #[cfg(feature = "avro")]
+            avro_schemas: None,
         }
+    }
+
+    /// The Avro schemas of the application's events, for a bus URL with
+    /// `format=avro` and no `schemas=DIR` (feature `avro`).
+    #[cfg(feature = "avro")]
+    pub fn avro_schemas(mut self, schemas: orchestrix_avro::AvroSchemas) -> Self {
+        self.avro_schemas = Some(schemas);
+        self
     }
 
     /// Uses this configuration.
@@ -159,7 +171,12 @@ impl Worker {
         };
         let runtime = match self.config.bus.url() {
             Some(url) => {
-                let options = BusOptions::consumer().with_relay(self.config.bus.relay);
+                #[cfg_attr(not(feature = "avro"), allow(unused_mut))]
+                let mut options = BusOptions::consumer().with_relay(self.config.bus.relay);
+                #[cfg(feature = "avro")]
+                {
+                    options.avro_schemas = self.avro_schemas.clone();
+                }
                 orchestrix_backends::start_runtime(&self.app, Some(url), options).await?
             }
             None => AppRuntime::Embedded(Runtime::start(&self.app).await?),
