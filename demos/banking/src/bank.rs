@@ -91,8 +91,7 @@ impl Bank {
         let transfers = app.saga::<TransferSaga>()?;
         let balances = app.read_model::<Balances>()?;
         let runtime =
-            orchestrix_backends::start_runtime(&app, options.bus.as_deref(), BusOptions::default())
-                .await?;
+            orchestrix_backends::start_runtime(&app, options.bus.as_deref(), bus_options()).await?;
         Ok(Self {
             app,
             transfers,
@@ -199,4 +198,11 @@ impl Bank {
             None => Ok(()),
         }
     }
+}
+
+/// The bus settings: the bank's Avro schemas for `format=avro`.
+fn bus_options() -> BusOptions {
+    let mut options = BusOptions::default();
+    options.avro_schemas = Some(crate::schemas::avro_schemas());
+    options
 }

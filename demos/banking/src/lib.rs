@@ -13,6 +13,7 @@ pub mod account;
 pub mod balances;
 pub mod bank;
 pub mod saga;
+pub mod schemas;
 pub mod transfer;
 pub mod walkthrough;
 

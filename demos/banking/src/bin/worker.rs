@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         .config(config)
         .metrics_source(Arc::new(SagaMetrics::new(engine)))
         .routes(balances_route(balances))
+        .avro_schemas(orchestrix_demo_banking::schemas::avro_schemas())
         .run()
         .await;
     if let Some(t) = traffic {
