@@ -11,6 +11,10 @@
 //! delivered again after a crash is recognised by the aggregate's command-id
 //! idempotence and not applied twice. Appends carry that id as causation id;
 //! make them idempotent with an exact expected revision, or prefer commands.
+//!
+//! With the `avro` feature, `IngestBuilder::avro` reads topics written in
+//! the Confluent wire format (Avro through a schema registry): see
+//! `AvroIngestBuilder`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,6 +30,11 @@ use crate::config::KafkaConfig;
 use crate::consumer::{ConsumerBuilder, ConsumerWorker, Processor};
 use crate::error::Result;
 use crate::message::KafkaRecord;
+
+#[cfg(feature = "avro")]
+mod avro;
+#[cfg(feature = "avro")]
+pub use avro::{AvroIngestBuilder, AvroIngestMapper};
 
 type RunCommand = Box<
     dyn FnOnce(
@@ -138,36 +147,45 @@ impl<F: IngestMapper> Processor for IngestProcessor<F> {
         record: &KafkaRecord,
         _delivery: &Delivery,
     ) -> orchestrix::Result<bool> {
-        let IngestAction(action) = (self.map)(record)?;
-        let id = command_id_of(record);
-        let correlation = ["correlationid", "ce_correlationid", "correlation-id"]
-            .iter()
-            .find_map(|h| record.header_str(h));
-        match action {
-            Action::Command { run, .. } => {
-                let mut context = CommandContext::with_id(id.clone());
-                context.correlation_id = Some(correlation.map_or(id, str::to_owned));
-                run(self.app.clone(), context).await?;
-                Ok(true)
-            }
-            Action::Append {
-                stream,
-                expected,
-                mut events,
-            } => {
-                for e in &mut events {
-                    e.metadata.causation_id.get_or_insert_with(|| id.clone());
-                    if let Some(c) = correlation {
-                        e.metadata
-                            .correlation_id
-                            .get_or_insert_with(|| c.to_owned());
-                    }
-                }
-                self.app.store().append(&stream, expected, events).await?;
-                Ok(true)
-            }
-            Action::Skip => Ok(false),
+        let action = (self.map)(record)?;
+        perform(&self.app, record, action).await
+    }
+}
+
+/// Carries out a mapper's action for `record`; `Ok(false)` when skipped.
+async fn perform(
+    app: &Application,
+    record: &KafkaRecord,
+    IngestAction(action): IngestAction,
+) -> orchestrix::Result<bool> {
+    let id = command_id_of(record);
+    let correlation = ["correlationid", "ce_correlationid", "correlation-id"]
+        .iter()
+        .find_map(|h| record.header_str(h));
+    match action {
+        Action::Command { run, .. } => {
+            let mut context = CommandContext::with_id(id.clone());
+            context.correlation_id = Some(correlation.map_or(id, str::to_owned));
+            run(app.clone(), context).await?;
+            Ok(true)
         }
+        Action::Append {
+            stream,
+            expected,
+            mut events,
+        } => {
+            for e in &mut events {
+                e.metadata.causation_id.get_or_insert_with(|| id.clone());
+                if let Some(c) = correlation {
+                    e.metadata
+                        .correlation_id
+                        .get_or_insert_with(|| c.to_owned());
+                }
+            }
+            app.store().append(&stream, expected, events).await?;
+            Ok(true)
+        }
+        Action::Skip => Ok(false),
     }
 }
 
@@ -235,5 +253,14 @@ impl IngestBuilder {
             map,
         });
         self.consumer.start_processor(processor).await
+    }
+
+    /// Decodes every record's value as Confluent-framed Avro with `reader`
+    /// before mapping: the mapper of the returned builder receives the
+    /// decoded value next to the record. Needs the `avro` feature.
+    #[cfg(feature = "avro")]
+    #[must_use]
+    pub fn avro(self, reader: orchestrix_schema_registry::ConfluentReader) -> AvroIngestBuilder {
+        AvroIngestBuilder::new(self, reader)
     }
 }

@@ -16,6 +16,8 @@ pub use consumer::{
     ConsumerBuilder, ConsumerStats, ConsumerWorker, LagProbe, OffsetHandler, PartitionLag,
 };
 pub use error::{Error, Result};
+#[cfg(feature = "avro")]
+pub use ingest::{AvroIngestBuilder, AvroIngestMapper};
 pub use ingest::{IngestAction, IngestBuilder};
 pub use message::{KafkaPosition, KafkaRecord};
 pub use publisher::{Delivered, KafkaPublisher};
@@ -24,3 +26,9 @@ pub use transactional::TransactionalPublisher;
 /// The Kafka client this crate is built on, for settings and types it does
 /// not wrap.
 pub use rdkafka;
+
+/// The schema registry crate the Avro ingest reads with (feature `avro`):
+/// [`ConfluentReader`](orchestrix_schema_registry::ConfluentReader),
+/// [`RegistryClient`](orchestrix_schema_registry::RegistryClient).
+#[cfg(feature = "avro")]
+pub use orchestrix_schema_registry;
