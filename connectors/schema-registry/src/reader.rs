@@ -361,7 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn says_why_a_value_cannot_be_decoded() {
-        let (registry, v1, v2) = registry().await;
+        let (registry, v1, _) = registry().await;
         let reader =
             ConfluentReader::new(registry).with_reader_schema(ParsedSchema::parse(V2).unwrap());
         let good = frame(v1, &body(V1, &json!({"account": "abc", "cents": 5})));
@@ -402,7 +402,6 @@ mod tests {
         let e = strict.decode(&good).await.unwrap_err();
         assert!(matches!(e, DecodeError::Unresolvable { .. }), "{e:?}");
         assert!(e.to_string().contains("iban"), "{e}");
-        let _ = v2;
 
         let err = orchestrix::Error::from(e);
         assert_eq!((err.kind(), err.is_transient()), ("serialization", false));
