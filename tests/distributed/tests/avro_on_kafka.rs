@@ -8,7 +8,9 @@
 //!   decodes every record to the stored payload;
 //! - v1 and v2 writers share one topic and one reader resolves every record
 //!   to v2, while an unknown schema id and a truncated frame go to the
-//!   dead-letter topic with their reasons and later events still flow.
+//!   dead-letter topic with their reasons and later events still flow;
+//! - the guide's schema-evolution walk-through on a live topic (v1 producer
+//!   and consumer running, v2 registered, v2 producer joins; v3 refused).
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -413,4 +415,186 @@ async fn kafka_v1_and_v2_writers_one_reader_and_bad_frames_dead_lettered() {
         reasons[1].to_lowercase().contains("truncat") || reasons[1].contains("header"),
         "truncation named: {reasons:?}"
     );
+}
+
+// v3 changes a field's type: no reader of v2 can read it.
+const DEPOSITED_V3: &str = r#"{"type":"record","name":"MoneyDeposited","namespace":"com.acme.bank",
+  "fields":[{"name":"amount","type":"string"},{"name":"memo","type":["null","string"],"default":null}]}"#;
+const DEPOSITED: &str = "com.acme.bank.MoneyDeposited";
+
+/// The schema-evolution walk-through of the guide (chapter 6), on a live
+/// topic: a v1 producer and a v1-era consumer are running; v2 is checked and
+/// registered (BACKWARD); a v2 producer that may only look schemas up (a
+/// read-only production registry) joins, both producers keep writing, and
+/// the v1-era consumer and a v2 consumer each read every event in its own
+/// version; an incompatible v3 is refused by the registry with the reason
+/// in words, and a v3 producer cannot publish (nothing half-written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schema_evolution_on_a_live_topic() {
+    use orchestrix_schema_registry::{RegistryError, SchemaRegistry as _, VersionSpec};
+
+    let Some(brokers) = require(Service::Kafka) else {
+        return;
+    };
+    let registry = registry().await;
+    let url = format!("http://{}", registry.local_addr());
+    let client = RegistryClient::new(&url).unwrap();
+    let config = config(&brokers);
+    let topic = config.topics.topic_for_category("account");
+    let stream = StreamId::parse("account-7").unwrap();
+    let v1_catalog = [(DEPOSITED, 1, DEPOSITED_V1)];
+    let v2_catalog = [(DEPOSITED, 1, DEPOSITED_V1), (DEPOSITED, 2, DEPOSITED_V2)];
+
+    // A v1 producer is running; so is a v1-era consumer.
+    let v1_writer = KafkaPublisher::new(config.clone())
+        .unwrap()
+        .with_value_format(format(&url, &v1_catalog));
+    let mut revision = 0;
+    for _ in 0..3 {
+        v1_writer
+            .publish_events(&[deposited(
+                &stream,
+                revision,
+                1,
+                &json!({"amount": revision}),
+            )])
+            .await
+            .unwrap();
+        revision += 1;
+    }
+    let start = |catalog: &[(&str, u32, &str)], group: &str| {
+        let collect = Arc::new(Collect::default());
+        let handler = Arc::new(WireDecoding::new(
+            format(&url, catalog) as Arc<dyn ValueFormat>,
+            collect.clone(),
+        ));
+        let builder = ConsumerWorker::builder(config.clone())
+            .topic(&topic)
+            .group_id(unique(group));
+        (
+            collect,
+            async move { builder.start(handler).await.unwrap() },
+        )
+    };
+    let (old_reader, worker) = start(&v1_catalog, "v1-era");
+    let old_worker = worker.await;
+
+    // v2 adds an optional field: the check passes and it is registered.
+    let check = client
+        .check_compatibility(DEPOSITED, VersionSpec::Latest, DEPOSITED_V2)
+        .await
+        .unwrap();
+    assert!(check.is_compatible, "{check:?}");
+    assert_eq!(client.register(DEPOSITED, DEPOSITED_V2).await.unwrap(), 2);
+
+    // A v2 producer that only looks schemas up, and a v2 consumer.
+    let v2_format = format(&url, &v2_catalog);
+    let read_only = AvroWireFormat::new(v2_format.confluent().clone().with_auto_register(false));
+    let v2_writer = KafkaPublisher::new(config.clone())
+        .unwrap()
+        .with_value_format(Arc::new(read_only));
+    let (new_reader, worker) = start(&v2_catalog, "v2");
+    let new_worker = worker.await;
+    // Both producers keep writing, interleaved.
+    while revision < 13 {
+        let event = if revision % 2 == 0 {
+            deposited(&stream, revision, 1, &json!({"amount": revision}))
+        } else {
+            deposited(
+                &stream,
+                revision,
+                2,
+                &json!({"amount": revision, "memo": format!("m{revision}")}),
+            )
+        };
+        let writer = if revision % 2 == 0 {
+            &v1_writer
+        } else {
+            &v2_writer
+        };
+        writer.publish_events(&[event]).await.unwrap();
+        revision += 1;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while old_reader.seen.lock().unwrap().len() < 13 || new_reader.seen.lock().unwrap().len() < 13 {
+        assert!(
+            Instant::now() < deadline,
+            "v1-era consumer saw {:?}; v2 consumer saw {:?}; dead-lettered {} / {}",
+            old_reader.seen.lock().unwrap(),
+            new_reader.seen.lock().unwrap(),
+            old_worker.stats().dead_lettered,
+            new_worker.stats().dead_lettered
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (
+            old_worker.stats().dead_lettered,
+            new_worker.stats().dead_lettered
+        ),
+        (0, 0)
+    );
+    old_worker.shutdown().await.unwrap();
+    new_worker.shutdown().await.unwrap();
+    let old_seen = old_reader.seen.lock().unwrap().clone();
+    let new_seen = new_reader.seen.lock().unwrap().clone();
+    for n in 0..13_u64 {
+        let i = usize::try_from(n).unwrap();
+        // The v1-era consumer reads every event as v1: v2's memo is not there.
+        assert_eq!(old_seen[i], (1, json!({"amount": n})), "v1-era, event {n}");
+        // The v2 consumer reads every event as v2: v1's have the default.
+        let memo = if n >= 3 && n % 2 == 1 {
+            json!(format!("m{n}"))
+        } else {
+            Value::Null
+        };
+        assert_eq!(
+            new_seen[i],
+            (2, json!({"amount": n, "memo": memo})),
+            "v2, event {n}"
+        );
+    }
+
+    // v3 breaks BACKWARD: the check says why, and the registry refuses it.
+    let check = client
+        .check_compatibility(DEPOSITED, VersionSpec::Latest, DEPOSITED_V3)
+        .await
+        .unwrap();
+    assert!(!check.is_compatible);
+    assert!(
+        check.messages.iter().any(|m| m.contains("amount")),
+        "the reason names the field: {:?}",
+        check.messages
+    );
+    match client.register(DEPOSITED, DEPOSITED_V3).await {
+        Err(RegistryError::Incompatible { details, .. }) => {
+            assert!(details.iter().any(|d| d.contains("amount")), "{details:?}");
+        }
+        other => panic!("v3 was not refused: {other:?}"),
+    }
+    // A v3 producer on the read-only path cannot publish: its schema is not
+    // registered, and it says so.
+    let v3_catalog = [
+        (DEPOSITED, 1, DEPOSITED_V1),
+        (DEPOSITED, 2, DEPOSITED_V2),
+        (DEPOSITED, 3, DEPOSITED_V3),
+    ];
+    let v3_writer = KafkaPublisher::new(config.clone())
+        .unwrap()
+        .with_value_format(Arc::new(AvroWireFormat::new(
+            format(&url, &v3_catalog)
+                .confluent()
+                .clone()
+                .with_auto_register(false),
+        )));
+    let err = v3_writer
+        .publish_events(&[deposited(&stream, revision, 3, &json!({"amount": "13"}))])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("not found"),
+        "{err}"
+    );
+    assert_eq!(client.versions(DEPOSITED).await.unwrap(), vec![1, 2]);
 }
