@@ -61,7 +61,21 @@ async fn connect(args: &RegistryArgs) -> anyhow::Result<Box<dyn SchemaRegistry>>
     }
 }
 
-/// The .avsc files named, directories expanded (sorted).
+/// Orders `{event type}.v{N}.avsc` files by type, then by version as a
+/// number (`v10` after `v9`), so that registering a directory walks each
+/// type's history in order.
+fn version_order(path: &Path) -> (String, u64) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(".avsc")
+        .and_then(|stem| stem.rsplit_once(".v"))
+        .and_then(|(t, v)| Some((t.to_owned(), v.parse().ok()?)))
+        .unwrap_or((name, 0))
+}
+
+/// The .avsc files named, directories expanded (sorted, versions in order).
 fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {
@@ -71,7 +85,7 @@ fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "avsc"))
                 .collect();
-            found.sort();
+            found.sort_by_key(|p| version_order(p));
             out.extend(found);
         } else {
             out.push(path.clone());
