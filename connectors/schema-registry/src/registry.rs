@@ -64,10 +64,14 @@ impl EmbeddedRegistry {
     }
 
     /// A registry chosen by URL: `memory://`, `sqlite://PATH`, or (with the
-    /// `postgres` feature) `postgres://...`.
+    /// `postgres` feature) `postgres://...`, where `?schema=NAME` puts the
+    /// tables in that schema, created if missing, as in the event store's
+    /// URLs (other parameters go to the driver).
     ///
     /// # Errors
-    /// [`RegistryError::Config`] for an unknown scheme or a missing feature.
+    /// [`RegistryError::Config`] for an unknown scheme, a missing feature or
+    /// an invalid schema name; [`RegistryError::Storage`] when the storage
+    /// cannot be opened, saying what failed.
     pub async fn open_url(url: &str) -> Result<Self> {
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
         match scheme {
@@ -75,7 +79,7 @@ impl EmbeddedRegistry {
             "sqlite" => Ok(Self::new(Arc::new(SqliteStorage::open_url(url)?))),
             #[cfg(feature = "postgres")]
             "postgres" | "postgresql" => Ok(Self::new(Arc::new(
-                crate::storage::PostgresStorage::connect(url, None).await?,
+                crate::storage::PostgresStorage::open_url(url).await?,
             ))),
             #[cfg(not(feature = "postgres"))]
             "postgres" | "postgresql" => Err(RegistryError::Config(format!(

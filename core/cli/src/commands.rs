@@ -880,30 +880,60 @@ pub(crate) async fn sagas(cmd: SagasCommand, ops: &Operations, out: &mut Out<'_>
 pub(crate) async fn registry(cmd: RegistryCommand, out: &mut Out<'_>) -> Res {
     match cmd {
         RegistryCommand::Serve { listen, storage } => {
+            // The URL may hold a password: never print it.
+            let shown = orchestrix::url::redact(&storage);
             let registry = orchestrix_schema_registry::EmbeddedRegistry::open_url(&storage)
                 .await
-                .map_err(|e| Usage(format!("registry storage `{storage}`: {e}")))?;
+                .map_err(|e| Usage(format!("registry storage `{shown}`: {e}")))?;
             let shared: std::sync::Arc<dyn orchestrix_schema_registry::SchemaRegistry> =
                 std::sync::Arc::new(registry);
             let app = axum::Router::new()
                 .route("/healthz", axum::routing::get(|| async { "ok\n" }))
                 .merge(orchestrix_schema_registry::server::router(shared));
+            let stop = stop_signal();
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
             if out.json {
                 out.json_line(&serde_json::json!({ "listening": format!("http://{addr}") }))?;
             } else {
                 out.line(format!(
-                    "schema registry listening on http://{addr} (storage {storage})"
+                    "schema registry listening on http://{addr} (storage {shown})"
                 ))?;
             }
             out.w.flush()?;
             axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+                .with_graceful_shutdown(stop)
                 .await?;
         }
     }
     Ok(())
+}
+
+/// A future that resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM (what
+/// `docker stop` and Kubernetes send), so that the server stops accepting,
+/// finishes the requests in flight and exits 0. On Unix the handlers are
+/// installed here, before the future is first polled, so that a signal
+/// that comes as soon as the "listening" line is out is not missed.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
+            Ok((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install signal handlers; stopping on Ctrl-C only");
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -341,29 +341,94 @@ fn serves_from_postgres_that_survives_a_restart() {
     else {
         return;
     };
-    // The registry's tables (`schema_registry_*`) go in the connection's
-    // search path; its URL goes to the driver as is, so the store's
-    // `?schema=` is not understood, but `options=-c search_path=...` is.
-    // A fresh schema per run, created by opening an event store
-    // there (the registry then lives next to the store, as deployed), keeps
-    // runs on the same database apart.
+    // The registry's tables (`schema_registry_*`) in a schema of their own,
+    // named as in the event store's URLs and created by the registry; a
+    // fresh one per run keeps runs on the same database apart.
     let schema = format!("registry_{}", Uuid::new_v4().simple());
     let sep = if base.contains('?') { '&' } else { '?' };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        orchestrix_backends::open_store(&format!("{base}{sep}schema={schema}"))
-            .await
-            .expect("create the schema with an event store");
-    });
-    let storage = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let storage = format!("{base}{sep}schema={schema}");
     let served = Served::start(&storage);
     let breaking = exercise(&served);
     drop(served);
     let served = Served::start(&storage);
     still_there(&served, breaking);
+    drop(served);
+    // The tables are in that schema: a registry whose connection only puts
+    // that schema in its search path (the driver's own way) sees them.
+    let served = Served::start(&format!("{base}{sep}options=-c%20search_path%3D{schema}"));
+    assert_eq!(
+        served.ok("GET", "/subjects", None),
+        json!(["again", SUBJECT, "fresh"])
+    );
+}
+
+#[test]
+fn a_postgres_failure_says_what_failed() {
+    let Some(base) =
+        orchestrix_testkit::services::require(orchestrix_testkit::services::Service::Postgres)
+    else {
+        return;
+    };
+    // A database that does not exist: the server's own words, not "db error".
+    let (address, query) = base.split_once('?').unwrap_or((&base, ""));
+    let (server, _database) = address.rsplit_once('/').expect("a database in the URL");
+    let url = format!("{server}/no_such_database_for_the_registry?{query}");
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestrix"))
+        .args(["registry", "serve", "--listen", "127.0.0.1:0", "--storage"])
+        .arg(&url)
+        .env_remove("ORCHESTRIX_REGISTRY_STORAGE")
+        .env_remove("ORCHESTRIX_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect")
+            && stderr.contains("\"no_such_database_for_the_registry\" does not exist")
+            && !stderr.contains("db error"),
+        "{stderr}"
+    );
+    // A schema name the event store would refuse is refused the same way.
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestrix"))
+        .args(["registry", "serve", "--listen", "127.0.0.1:0", "--storage"])
+        .arg(format!("{base}{sep}schema=Bad-Name"))
+        .env_remove("ORCHESTRIX_REGISTRY_STORAGE")
+        .env_remove("ORCHESTRIX_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("schema name `Bad-Name`"), "{stderr}");
+}
+
+/// Kubernetes and `docker stop` send SIGTERM: the server stops gracefully
+/// and exits 0, as on Ctrl-C.
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sigint_stop_it_gracefully() {
+    for signal in ["TERM", "INT"] {
+        let mut served = Served::start("memory://");
+        exercise(&served);
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(served.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal}: {status}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(exit) = served.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 10 s after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(exit.code(), Some(0), "after SIG{signal}: {exit}");
+    }
 }
 
 #[test]
