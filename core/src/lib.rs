@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod cloudevent;
 pub mod coalesce;
 pub mod codec;
+pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod executor;

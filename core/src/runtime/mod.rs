@@ -45,6 +45,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod handler;
 mod invoke;
+pub(crate) use invoke::invoke;
 pub mod partition;
 pub mod progress;
 pub mod projection;
