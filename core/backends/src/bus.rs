@@ -317,6 +317,24 @@ pub struct Assignment {
     pub partitions: Vec<u32>,
 }
 
+/// One partition of a consumer group on the bus ([`BusStatus::partitions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionStatus {
+    /// The handler (the `consumer` label of the metrics).
+    pub handler: String,
+    /// The consumer group.
+    pub group: String,
+    /// The partition.
+    pub partition: u32,
+    /// This process's member id when it owns the partition; `None` when
+    /// another member (or nobody, during a rebalance) does.
+    pub owner: Option<String>,
+    /// Messages on the partition the group has not finished.
+    pub lag_events: u64,
+    /// Age of the oldest of them, in seconds, when the broker tells it.
+    pub lag_seconds: Option<f64>,
+}
+
 /// The partitions a group member owns now.
 type Partitions = Arc<dyn Fn() -> Vec<u32> + Send + Sync>;
 
@@ -328,6 +346,8 @@ type GroupWatch = (String, String, String, Partitions);
 pub struct BusStatus {
     bus: &'static str,
     groups: Arc<Vec<GroupWatch>>,
+    /// Each group's probe of the broker's positions.
+    progress: Arc<Vec<GroupProgress>>,
     /// Whether the bus client is connected now, when it can tell.
     connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
@@ -356,6 +376,44 @@ impl BusStatus {
     #[must_use]
     pub fn connected(&self) -> Option<bool> {
         self.connected.as_ref().map(|connected| connected())
+    }
+
+    /// Every partition of every group on the bus, as the broker tells it
+    /// now: the handler, the group, the partition, its owner when it is
+    /// this process (`None`: another member, or nobody yet), and the lag in
+    /// messages and in seconds (the age of the oldest unfinished message).
+    ///
+    /// # Errors
+    /// When the broker cannot tell a group's positions.
+    pub async fn partitions(&self) -> Result<Vec<PartitionStatus>> {
+        let assignments = self.assignments();
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for progress in self.progress.iter() {
+            let mine = assignments.iter().find(|a| a.handler == progress.handler);
+            for l in progress.probe.lag().await? {
+                let owner = mine
+                    .filter(|a| a.partitions.contains(&l.partition))
+                    .map(|a| a.worker.clone());
+                let lag_seconds = if l.events == 0 {
+                    Some(0.0)
+                } else {
+                    l.oldest
+                        .and_then(|t| now.duration_since(t).ok())
+                        .map(|d| d.as_secs_f64())
+                };
+                out.push(PartitionStatus {
+                    handler: progress.handler.clone(),
+                    group: mine.map(|a| a.group.clone()).unwrap_or_default(),
+                    partition: l.partition,
+                    owner,
+                    lag_events: l.events,
+                    lag_seconds,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.handler, a.partition).cmp(&(&b.handler, b.partition)));
+        Ok(out)
     }
 
     /// Every group's partitions in this process, now.
@@ -763,6 +821,7 @@ mod nats {
             status: BusStatus {
                 bus: "nats",
                 groups: Arc::default(),
+                progress: Arc::default(),
                 connected: Some({
                     let client = client.clone();
                     Arc::new(move || {
@@ -807,6 +866,7 @@ mod nats {
             runtime.local = Some(Runtime::start_only(app, &local_kinds()).await?);
         }
         runtime.status.groups = Arc::new(groups);
+        runtime.status.progress = Arc::new(runtime.progress.clone());
         if options.relay {
             let mut publisher = NatsPublisher::with_client(client, config.clone()).await?;
             if let Some(format) = &options.value_format {
@@ -904,6 +964,7 @@ mod kafka {
             status: BusStatus {
                 bus: "kafka",
                 groups: Arc::default(),
+                progress: Arc::default(),
                 connected: None,
             },
             sampler: None,
@@ -962,6 +1023,7 @@ mod kafka {
             runtime.local = Some(Runtime::start_only(app, &local_kinds()).await?);
         }
         runtime.status.groups = Arc::new(groups);
+        runtime.status.progress = Arc::new(runtime.progress.clone());
         if options.relay {
             let mut publisher = KafkaPublisher::new(config)?;
             if let Some(format) = &options.value_format {

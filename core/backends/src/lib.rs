@@ -4,8 +4,8 @@ pub mod bus;
 pub mod format;
 
 pub use bus::{
-    AppRuntime, Assignment, BusOptions, BusRuntime, BusStatus, is_bus_url, start_on_bus,
-    start_runtime,
+    AppRuntime, Assignment, BusOptions, BusRuntime, BusStatus, PartitionStatus, is_bus_url,
+    start_on_bus, start_runtime,
 };
 use orchestrix::coalesce::CoalesceConfig;
 use orchestrix::store::Backend;

@@ -390,6 +390,14 @@ async fn console_in_chromium(url: &str, shot_prefix: &str) {
             .is_ok()
     );
 
+    // The CLI's console has no running runtime: the Consumers page shows the
+    // store checkpoints of the application's consumers and says so.
+    let body = visit(&client, &base, "/consumers", &shot("consumers"), &dir).await;
+    assert!(
+        body.contains("bank-balances") && body.contains("Store checkpoints only"),
+        "{body}"
+    );
+
     let body = visit(&client, &base, "/sagas", &shot("sagas"), &dir).await;
     assert!(
         body.contains("t1") && body.contains("compensated"),

@@ -14,6 +14,8 @@ use orchestrix::runtime::{ConsumerMonitor, Runtime, RuntimeHandle};
 use orchestrix::telemetry::MetricsSource;
 use orchestrix::{Application, Store};
 use orchestrix_backends::{AppRuntime, BusOptions, BusStatus};
+use orchestrix_ops::Operations;
+use orchestrix_ops::console::{Console, ConsumerSource, ConsumerView};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -44,6 +46,8 @@ pub struct Worker {
     relay: Option<(Arc<dyn Publisher>, RelayConfig)>,
     sources: Vec<Arc<dyn MetricsSource>>,
     routes: Option<Router>,
+    /// `Some(token)`: serve the console under `/console`.
+    console: Option<Option<String>>,
     #[cfg(feature = "avro")]
     avro_schemas: Option<orchestrix_avro::AvroSchemas>,
 }
@@ -67,9 +71,19 @@ impl Worker {
             relay: None,
             sources: Vec::new(),
             routes: None,
+            console: None,
             #[cfg(feature = "avro")]
             avro_schemas: None,
         }
+    }
+
+    /// Serves the web console ([`orchestrix_ops::console`]) under
+    /// `/console`, its Consumers page showing this worker's partitions, their
+    /// owners and lag from the running runtime. Actions (rebuild, replay)
+    /// need `token` as a bearer token; `None` keeps the console read-only.
+    pub fn console(mut self, token: Option<String>) -> Self {
+        self.console = Some(token);
+        self
     }
 
     /// The Avro schemas of the application's events, for a bus URL with
@@ -140,6 +154,20 @@ impl Worker {
             sample_timeout: self.config.metrics.sample_timeout(),
         });
         let mut router = crate::http::router(shared.clone());
+        if let Some(token) = self.console {
+            let source: ConsumerSource = {
+                let shared = shared.clone();
+                Arc::new(move || {
+                    let shared = shared.clone();
+                    Box::pin(async move { consumer_views(&shared).await })
+                })
+            };
+            let console = Console::new(Operations::application(self.app.clone()))
+                .base("/console")
+                .token(token)
+                .consumers(source);
+            router = router.merge(console.router());
+        }
         if let Some(routes) = self.routes {
             router = router.merge(routes);
         }
@@ -219,6 +247,68 @@ impl Worker {
 }
 
 /// What the endpoints see.
+/// The Consumers page of the worker's console: each bus partition with its
+/// owner and lag, then the in-process consumers against the store's head.
+async fn consumer_views(shared: &Shared) -> std::result::Result<Vec<ConsumerView>, String> {
+    let bus = shared
+        .bus
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut views = Vec::new();
+    if let Some(bus) = bus {
+        for p in bus.partitions().await.map_err(|e| e.to_string())? {
+            views.push(ConsumerView {
+                consumer: p.handler,
+                group: p.group,
+                partition: Some(p.partition),
+                owner: p.owner,
+                position: None,
+                lag_events: p.lag_events,
+                lag_seconds: p.lag_seconds,
+            });
+        }
+    }
+    let monitors = shared.monitors();
+    if !monitors.is_empty() {
+        let head = shared
+            .store
+            .head_position()
+            .await
+            .map_err(|e| e.to_string())?;
+        let owner = format!("{}-{}", hostname(), std::process::id());
+        for m in monitors {
+            if views.iter().any(|v| v.consumer == m.name()) {
+                continue;
+            }
+            let position = m.processed_position();
+            views.push(ConsumerView {
+                consumer: m.name().to_owned(),
+                group: String::new(),
+                partition: None,
+                owner: Some(owner.clone()),
+                position: Some(position),
+                lag_events: head.saturating_sub(position),
+                lag_seconds: None,
+            });
+        }
+    }
+    Ok(views)
+}
+
+/// This host's name, for the console's owner column.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "worker".to_owned())
+}
+
 pub(crate) struct Shared {
     store: Store,
     pub(crate) prometheus: PrometheusHandle,

@@ -76,11 +76,12 @@ pub(crate) fn json_block(id: &str, value: &serde_json::Value) -> String {
 }
 
 /// The navigation entries: (path under the base, label).
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/", "Overview"),
     ("/streams", "Streams"),
     ("/live", "Live"),
     ("/projections", "Projections"),
+    ("/consumers", "Consumers"),
     ("/dlq", "Dead letters"),
     ("/sagas", "Sagas"),
     ("/schemas", "Schemas"),

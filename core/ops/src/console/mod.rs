@@ -1,5 +1,6 @@
 //! The web console: streams, the live all-stream, projections with lag and
-//! rebuild, dead letters with replay, sagas with their timeline, schema
+//! rebuild, consumers with their partitions, owners and lag, dead letters
+//! with replay, sagas with their timeline, schema
 //! subjects and the event catalog, over [`Operations`].
 //!
 //! **Server-rendered HTML, no front-end build, no CDN.** Every page is a
@@ -70,6 +71,34 @@ pub type SchemaSource = Arc<
         + Sync,
 >;
 
+/// One partition of one consumer, for the Consumers page.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConsumerView {
+    /// The consumer (handler) name.
+    pub consumer: String,
+    /// Its consumer group on a bus; empty in the embedded runtime.
+    pub group: String,
+    /// The partition; `None` for a consumer that reads the store as one.
+    pub partition: Option<u32>,
+    /// Who owns it now: a member id, `None` for another member or nobody.
+    pub owner: Option<String>,
+    /// The last position handled (store consumers), when known.
+    pub position: Option<u64>,
+    /// Messages not handled yet.
+    pub lag_events: u64,
+    /// Age of the oldest of them, in seconds, when known.
+    pub lag_seconds: Option<f64>,
+}
+
+/// Lists the consumers of a running application, partition by partition,
+/// for the Consumers page (the console does not depend on the runtime that
+/// knows them; the worker passes one).
+pub type ConsumerSource = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<ConsumerView>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// The console's configuration and state.
 #[derive(Clone)]
 pub struct Console {
@@ -77,6 +106,7 @@ pub struct Console {
     base: String,
     token: Option<String>,
     schemas: Option<SchemaSource>,
+    consumers: Option<ConsumerSource>,
 }
 
 impl std::fmt::Debug for Console {
@@ -86,6 +116,7 @@ impl std::fmt::Debug for Console {
             .field("base", &self.base)
             .field("actions", &self.token.is_some())
             .field("schemas", &self.schemas.is_some())
+            .field("consumers", &self.consumers.is_some())
             .finish()
     }
 }
@@ -100,6 +131,7 @@ impl Console {
             base: String::new(),
             token: None,
             schemas: None,
+            consumers: None,
         }
     }
 
@@ -122,6 +154,15 @@ impl Console {
     #[must_use]
     pub fn schemas(mut self, source: SchemaSource) -> Self {
         self.schemas = Some(source);
+        self
+    }
+
+    /// Where the Consumers page lists partitions, owners and lag from (a
+    /// running worker's runtime); without one it shows the store
+    /// checkpoints of the application's consumers.
+    #[must_use]
+    pub fn consumers(mut self, source: ConsumerSource) -> Self {
+        self.consumers = Some(source);
         self
     }
 
@@ -163,6 +204,8 @@ impl Console {
                 &format!("{b}/projections/{{name}}/rebuild"),
                 post(pages::rebuild),
             )
+            .route(&format!("{b}/consumers"), get(pages::consumers))
+            .route(&format!("{b}/api/consumers"), get(pages::api_consumers))
             .route(&format!("{b}/dlq"), get(pages::dead_letters))
             .route(&format!("{b}/dlq/{{id}}"), get(pages::dead_letter))
             .route(&format!("{b}/dlq/{{id}}/replay"), post(pages::replay))

@@ -377,6 +377,86 @@ pub(super) async fn projections(State(c): Shared) -> PageResult {
     Ok(html(page(b, "Projections", &body)))
 }
 
+/// The consumers, partition by partition: from the running worker's
+/// runtime when the console has a [`super::ConsumerSource`], else the store
+/// checkpoints of the application's consumers.
+async fn consumer_views(c: &Console) -> Result<(Vec<super::ConsumerView>, bool), PageError> {
+    if let Some(source) = &c.consumers {
+        let views = source()
+            .await
+            .map_err(|e| Error::Store(orchestrix::Error::invalid("consumers", e)))?;
+        return Ok((views, true));
+    }
+    let statuses = c
+        .ops
+        .inspector()
+        .projections(&c.ops.consumer_names())
+        .await?;
+    let views = statuses
+        .into_iter()
+        .map(|s| super::ConsumerView {
+            consumer: s.name,
+            group: String::new(),
+            partition: None,
+            owner: None,
+            position: s.checkpoint,
+            lag_events: s.lag_events,
+            lag_seconds: Some(s.lag_seconds),
+        })
+        .collect();
+    Ok((views, false))
+}
+
+pub(super) async fn consumers(State(c): Shared) -> PageResult {
+    let b = &c.base;
+    let (views, live) = consumer_views(&c).await?;
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let lag = if v.lag_events > 0 {
+                format!("<span class=\"lag\">{}</span>", v.lag_events)
+            } else {
+                "0".to_owned()
+            };
+            vec![
+                esc(&v.consumer),
+                esc(&v.group),
+                v.partition.map_or_else(|| "all".to_owned(), |p| p.to_string()),
+                v.owner.as_deref().map_or_else(|| "—".to_owned(), esc),
+                v.position.map_or_else(|| "—".to_owned(), num),
+                lag,
+                v.lag_seconds
+                    .map_or_else(|| "—".to_owned(), |s| format!("{s:.1}")),
+            ]
+        })
+        .collect();
+    let mut body = table(
+        "consumers",
+        &[
+            "consumer",
+            "group",
+            "partition",
+            "owner",
+            "position",
+            "lag (events)",
+            "lag (s)",
+        ],
+        &rows,
+    );
+    if !live {
+        body.push_str(
+            "<p class=\"empty\">Store checkpoints only: the console served by a worker \
+             shows each partition with its owner and lag.</p>",
+        );
+    }
+    Ok(html(page(b, "Consumers", &body)))
+}
+
+pub(super) async fn api_consumers(State(c): Shared) -> PageResult {
+    let (views, _) = consumer_views(&c).await?;
+    Ok(Json(views).into_response())
+}
+
 /// An action's answer: `{"message": ...}` plus details.
 fn answer(status: StatusCode, message: String, details: serde_json::Value) -> Response {
     let mut body = serde_json::json!({ "message": message });

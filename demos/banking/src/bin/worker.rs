@@ -112,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
         .metrics_source(Arc::new(SagaMetrics::new(engine)))
         .routes(balances_route(balances))
         .avro_schemas(orchestrix_demo_banking::schemas::avro_schemas())
+        // Read-only unless ORCHESTRIX_CONSOLE_TOKEN is set.
+        .console(std::env::var("ORCHESTRIX_CONSOLE_TOKEN").ok())
         .run()
         .await;
     if let Some(t) = traffic {

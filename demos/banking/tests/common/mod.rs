@@ -225,6 +225,37 @@ pub async fn worker_consumes_what_this_process_relays(bus: &str, scenario: Worke
         assert!(ready.contains(part), "{ready}");
     }
 
+    // The worker's console lists every partition of its groups, owned by
+    // this worker (the only member), and catches up to no lag.
+    let (status, page) = get(port, "/console/consumers").await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<table id=\"consumers\">"), "{page}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(port, "/console/api/consumers").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        let on_bus: Vec<&serde_json::Value> =
+            rows.iter().filter(|r| !r["partition"].is_null()).collect();
+        let mut partitions: Vec<u64> = on_bus
+            .iter()
+            .filter(|r| r["consumer"] == "bank-balances")
+            .map(|r| r["partition"].as_u64().unwrap())
+            .collect();
+        partitions.sort_unstable();
+        assert_eq!(partitions, [0, 1, 2, 3], "{body}");
+        let owned = on_bus.iter().all(|r| r["owner"].is_string());
+        let caught_up = on_bus.iter().all(|r| r["lag_events"] == 0);
+        if owned && caught_up {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions not all owned by the worker or not caught up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // SIGTERM: the worker leaves its groups and exits 0.
     let pid = worker.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
