@@ -347,8 +347,61 @@ impl ApplicationBuilder {
     }
 
     /// Registers a handler built at start from the application (for handlers
+    /// that send commands through it) under `name`, handling what `filter`
+    /// passes, with `config`. Name and filter are known now, so the
+    /// [`Catalog`](crate::catalog::Catalog) lists the handler and a name
+    /// clash fails [`build`](Self::build); at start the factory must build a
+    /// handler of that name.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use orchestrix::catalog::Catalog;
+    /// use orchestrix::runtime::{ConsumerConfig, Delivery, EventHandler};
+    /// use orchestrix::store::Filter;
+    /// use orchestrix::{Application, RecordedEvent, Store};
+    ///
+    /// #[derive(Debug)]
+    /// struct Mailer(Application);
+    /// #[async_trait::async_trait]
+    /// impl EventHandler for Mailer {
+    ///     fn name(&self) -> &str { "mailer" }
+    ///     fn filter(&self) -> Filter { Filter::all().categories(["account"]) }
+    ///     async fn handle(&self, _: &RecordedEvent, _: &Delivery) -> orchestrix::Result<()> { Ok(()) }
+    /// }
+    ///
+    /// let app = Application::builder(Store::memory())
+    ///     .handler_factory("mailer", Filter::all().categories(["account"]), ConsumerConfig::default(),
+    ///         |app: &Application| Ok(Arc::new(Mailer(app.clone())) as Arc<dyn EventHandler>))
+    ///     .build()?;
+    /// let catalog = Catalog::of(&app);
+    /// assert_eq!(catalog.handlers[0].name, "mailer");
+    /// # Ok::<(), orchestrix::Error>(())
+    /// ```
+    #[must_use]
+    pub fn handler_factory<F>(
+        mut self,
+        name: &str,
+        filter: Filter,
+        config: ConsumerConfig,
+        factory: F,
+    ) -> Self
+    where
+        F: Fn(&Application) -> Result<Arc<dyn EventHandler>> + Send + Sync + 'static,
+    {
+        let result = self
+            .registrations
+            .add_named_factory(name, config, Arc::new(factory));
+        if result.is_ok() {
+            self.catalog.handler(name, filter);
+        }
+        self.collect(result)
+    }
+
+    /// Registers a handler built at start from the application (for handlers
     /// that send commands through it), under `config`. Its name is checked
-    /// for clashes at start.
+    /// for clashes at start. Its name and filter are not known before start,
+    /// so the [`Catalog`](crate::catalog::Catalog) cannot list it: prefer
+    /// [`handler_factory`](Self::handler_factory).
     #[must_use]
     pub fn handler_with<F>(mut self, config: ConsumerConfig, factory: F) -> Self
     where

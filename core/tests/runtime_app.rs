@@ -208,6 +208,44 @@ async fn names_must_be_unique() {
     let err = Runtime::start(&app).await.unwrap_err();
     assert!(err.to_string().contains("notifier"), "{err}");
 
+    // A factory registered under a name: the clash is found at build, the
+    // catalog lists it, and a factory that builds another name fails at start.
+    let err = Application::builder(Store::memory())
+        .handler_factory(
+            "notifier",
+            orchestrix::store::Filter::all(),
+            ConsumerConfig::default(),
+            notifier,
+        )
+        .handler_factory(
+            "notifier",
+            orchestrix::store::Filter::all(),
+            ConsumerConfig::default(),
+            notifier,
+        )
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`notifier`"), "{err}");
+    let app = Application::builder(Store::memory())
+        .handler_factory(
+            "mailer",
+            orchestrix::store::Filter::all().categories(["account"]),
+            ConsumerConfig::default(),
+            notifier,
+        )
+        .build()
+        .unwrap();
+    let catalog = orchestrix::catalog::Catalog::of(&app);
+    assert_eq!(catalog.handlers.len(), 1);
+    assert_eq!(catalog.handlers[0].name, "mailer");
+    let err = Runtime::start(&app).await.unwrap_err();
+    assert!(
+        err.to_string().contains("`mailer`") && err.to_string().contains("`notifier`"),
+        "{err}"
+    );
+    let err = Runtime::handlers(&app).unwrap_err();
+    assert!(err.to_string().contains("`mailer`"), "{err}");
+
     // An application with nothing registered starts an empty runtime.
     let empty = Runtime::start(&Application::builder(Store::memory()).build().unwrap())
         .await

@@ -16,8 +16,10 @@
 //!   handles exactly the event types of its `Event` enum;
 //! - a saga: its name, filter, own events, and the commands it sends
 //!   ([`SagaCommand::commands`]);
-//! - a handler registered as a value: its name and filter (handlers built by
-//!   a factory at start are not known before start and are not listed).
+//! - a handler registered as a value, or built at start by a factory
+//!   registered with [`handler_factory`](crate::ApplicationBuilder::handler_factory):
+//!   its name and filter (a factory registered with `handler_with` names its
+//!   handler only at start and is not listed).
 //!
 //! ```
 //! use orchestrix::catalog::Catalog;

@@ -37,6 +37,25 @@ pub trait BackgroundTask: Send + Sync + fmt::Debug + 'static {
     async fn run(&self, app: Application, shutdown: Shutdown) -> Result<()>;
 }
 
+/// Builds a factory's handler; one registered under a name must have it.
+fn build(
+    name: Option<&str>,
+    factory: &HandlerFactory,
+    app: &Application,
+) -> Result<Arc<dyn EventHandler>> {
+    let handler = factory(app)?;
+    match name {
+        Some(name) if handler.name() != name => Err(Error::invalid(
+            format!("handler factory `{name}`"),
+            format!(
+                "it built a handler named `{}`; a factory registered under a name must build the handler of that name",
+                handler.name()
+            ),
+        )),
+        _ => Ok(handler),
+    }
+}
+
 enum Registered {
     Handler {
         name: Option<String>,
@@ -202,6 +221,25 @@ impl Registrations {
         )
     }
 
+    /// A handler built at start under a name known now (listed in the
+    /// catalog, checked for clashes now and against the built handler's
+    /// name at start).
+    pub(crate) fn add_named_factory(
+        &mut self,
+        name: &str,
+        config: ConsumerConfig,
+        factory: HandlerFactory,
+    ) -> Result<()> {
+        self.add(
+            Some(name),
+            Registered::Handler {
+                name: Some(name.to_owned()),
+                factory,
+                config,
+            },
+        )
+    }
+
     pub(crate) fn add_handler_with(&mut self, config: ConsumerConfig, factory: HandlerFactory) {
         self.entries.push(Registered::Handler {
             name: None,
@@ -350,9 +388,11 @@ impl Runtime {
             }
             match entry {
                 Registered::Handler {
-                    factory, config, ..
+                    name,
+                    factory,
+                    config,
                 } => {
-                    let handler = factory(app)?;
+                    let handler = build(name.as_deref(), factory, app)?;
                     claim(handler.name())?;
                     let handle =
                         start(store.clone(), Pipeline::Handler(handler), config.clone()).await?;
@@ -409,8 +449,14 @@ impl Runtime {
         for entry in &registrations.entries {
             let (kind, handler, config): (_, Arc<dyn EventHandler>, _) = match entry {
                 Registered::Handler {
-                    factory, config, ..
-                } => (RegistrationKind::Handler, factory(app)?, config),
+                    name,
+                    factory,
+                    config,
+                } => (
+                    RegistrationKind::Handler,
+                    build(name.as_deref(), factory, app)?,
+                    config,
+                ),
                 Registered::Projection { projection, config } => (
                     RegistrationKind::Projection,
                     Arc::new(ProjectionHandler::new(projection.clone())),
