@@ -1,11 +1,13 @@
 //! Dead-letter topics: a message a consumer gave up on is copied, with its
 //! original key, value and headers, to the dead-letter topic
-//! (`{topic}.dlq` by default), with headers saying why.
+//! (`{topic}.dlq` by default), with headers saying why: the layout every bus
+//! shares, [`orchestrix::dead_letter::header`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use orchestrix::dead_letter::{header, stable_id};
 use orchestrix::store::DeadLetter;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -17,25 +19,27 @@ use crate::error::{Error, Result};
 use crate::message::KafkaRecord;
 
 /// Header: the error, for a person.
-pub const ERROR: &str = "orchestrix-error";
+pub const ERROR: &str = header::ERROR;
 /// Header: the error kind ([`orchestrix::Error::kind`]), e.g. `invalid_input`.
-pub const ERROR_KIND: &str = "orchestrix-error-kind";
+pub const ERROR_KIND: &str = header::ERROR_KIND;
 /// Header: `transient` or `permanent`.
-pub const ERROR_CLASS: &str = "orchestrix-error-class";
+pub const ERROR_CLASS: &str = header::ERROR_CLASS;
 /// Header: how many times handling was attempted.
-pub const ATTEMPTS: &str = "orchestrix-attempts";
+pub const ATTEMPTS: &str = header::ATTEMPTS;
 /// Header: the consumer (handler name) that gave up.
-pub const CONSUMER: &str = "orchestrix-consumer";
+pub const CONSUMER: &str = header::CONSUMER;
 /// Header: the consumer group.
-pub const GROUP: &str = "orchestrix-group";
+pub const GROUP: &str = header::GROUP;
 /// Header: the topic the message was read from.
-pub const ORIGINAL_TOPIC: &str = "orchestrix-original-topic";
+pub const ORIGINAL_TOPIC: &str = header::ORIGINAL_TOPIC;
 /// Header: its partition.
-pub const ORIGINAL_PARTITION: &str = "orchestrix-original-partition";
+pub const ORIGINAL_PARTITION: &str = header::ORIGINAL_PARTITION;
 /// Header: its offset.
-pub const ORIGINAL_OFFSET: &str = "orchestrix-original-offset";
+pub const ORIGINAL_OFFSET: &str = header::ORIGINAL_OFFSET;
 /// Header: when it was dead-lettered (RFC 3339).
-pub const FAILED_AT: &str = "orchestrix-failed-at";
+pub const FAILED_AT: &str = header::FAILED_AT;
+/// Header: the dead letter's id (a UUIDv7).
+pub const DEAD_LETTER_ID: &str = header::DEAD_LETTER_ID;
 
 const MAX_ERROR_LEN: usize = 4096;
 
@@ -108,6 +112,7 @@ impl DeadLetters {
         let offset = record.offset.to_string();
         let attempts = failure.attempts.to_string();
         let failed_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let id = Uuid::now_v7().to_string();
         let extra = [
             (ERROR, failure.error.as_str()),
             (ERROR_KIND, failure.kind),
@@ -126,6 +131,7 @@ impl DeadLetters {
             (ORIGINAL_PARTITION, partition.as_str()),
             (ORIGINAL_OFFSET, offset.as_str()),
             (FAILED_AT, failed_at.as_str()),
+            (DEAD_LETTER_ID, id.as_str()),
         ];
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra.len());
         for (k, v) in &record.headers {
@@ -158,6 +164,10 @@ impl DeadLetters {
 /// listing, inspection and replay). `None` when the record lacks the
 /// dead-letter headers.
 ///
+/// The id is the record's [`DEAD_LETTER_ID`] header, or, for records written
+/// without one, derived from the record's own coordinates on the dead-letter
+/// topic ([`stable_id`]), so every reading gives the same id.
+///
 /// ```
 /// use orchestrix_kafka::{dead_letter, KafkaRecord};
 /// let record = KafkaRecord {
@@ -176,6 +186,7 @@ impl DeadLetters {
 /// assert_eq!(letter.consumer, "balances");
 /// assert_eq!(letter.position, Some(41));
 /// assert_eq!(letter.headers.len(), 1); // only the original headers
+/// assert_eq!(letter.id, dead_letter::parse(&record).unwrap().id); // stable
 /// ```
 #[must_use]
 pub fn parse(record: &KafkaRecord) -> Option<DeadLetter> {
@@ -190,7 +201,16 @@ pub fn parse(record: &KafkaRecord) -> Option<DeadLetter> {
         .collect();
     let ce = |attr: &str| original.get(&format!("ce_{attr}")).cloned();
     Some(DeadLetter {
-        id: Uuid::now_v7(),
+        id: text(DEAD_LETTER_ID)
+            .and_then(|id| Uuid::parse_str(&id).ok())
+            .unwrap_or_else(|| {
+                stable_id(&[
+                    "kafka",
+                    &record.topic,
+                    &record.partition.to_string(),
+                    &record.offset.to_string(),
+                ])
+            }),
         consumer,
         event_id: ce("id").and_then(|id| Uuid::parse_str(&id).ok()),
         event_type: ce("type"),

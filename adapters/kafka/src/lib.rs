@@ -4,6 +4,7 @@ pub mod admin;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod dead_letter_queue;
 pub mod error;
 pub mod ingest;
 pub mod message;
@@ -12,6 +13,7 @@ pub mod transactional;
 
 pub use admin::ensure_topic;
 pub use config::KafkaConfig;
+pub use dead_letter_queue::KafkaDeadLetters;
 pub use consumer::{
     ConsumerBuilder, ConsumerStats, ConsumerWorker, LagProbe, OffsetHandler, PartitionLag,
 };

@@ -2,18 +2,25 @@
 //! byte) published to the dead-letter subject with reason headers, and read
 //! back as core [`DeadLetter`]s.
 //!
-//! Headers added to the original ones:
+//! Headers added to the original ones, the layout every bus shares
+//! ([`orchestrix::dead_letter::header`]; written in lowercase, read
+//! case-insensitively):
 //!
 //! | header | value |
 //! |---|---|
-//! | `Orchestrix-Error` | the error, for a person (one line, at most 1 KiB) |
-//! | `Orchestrix-Error-Kind` | [`orchestrix::Error::kind`], e.g. `invalid_input` |
-//! | `Orchestrix-Attempts` | deliveries of the message so far |
-//! | `Orchestrix-Consumer` | the consumer group |
-//! | `Orchestrix-Worker` | the worker that gave up |
-//! | `Orchestrix-Source-Stream`, `-Sequence`, `-Subject` | where the message was |
-//! | `Orchestrix-Failed-At` | RFC 3339 time |
-//! | `Orchestrix-Dead-Letter-Id` | a UUIDv7 naming the dead letter |
+//! | `orchestrix-error` | the error, for a person (one line, at most 1 KiB) |
+//! | `orchestrix-error-kind` | [`orchestrix::Error::kind`], e.g. `invalid_input` |
+//! | `orchestrix-error-class` | `transient` or `permanent` |
+//! | `orchestrix-attempts` | deliveries of the message so far |
+//! | `orchestrix-consumer` | the handler that gave up (what replay looks up) |
+//! | `orchestrix-group` | the consumer group |
+//! | `orchestrix-worker` | the worker that gave up |
+//! | `orchestrix-original-topic`, `-partition`, `-offset`, `-subject` | where the message was: stream, partition of its subject, stream sequence, subject |
+//! | `orchestrix-failed-at` | RFC 3339 time |
+//! | `orchestrix-dead-letter-id` | a UUIDv7 naming the dead letter |
+//!
+//! Letters written before this layout (`Orchestrix-Source-Stream`,
+//! `-Sequence`, `-Subject`) read the same.
 //!
 //! `Nats-Msg-Id` becomes `{consumer}:{stream}:{sequence}`, so a worker that
 //! dead-letters a message, crashes before terminating it and sees it again
@@ -26,6 +33,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use orchestrix::cloudevent::{EXT_GLOBAL_POSITION, binary};
+use orchestrix::dead_letter::{header, legacy_alias, stable_id};
 use orchestrix::store::DeadLetter;
 use orchestrix::{Error, Result};
 use uuid::Uuid;
@@ -35,25 +43,31 @@ use crate::error::{client, publish_is_transient};
 use crate::publisher::MSG_ID_HEADER;
 
 /// Why the message was dead-lettered, for a person.
-pub const ERROR_HEADER: &str = "Orchestrix-Error";
+pub const ERROR_HEADER: &str = header::ERROR;
 /// [`orchestrix::Error::kind`] of the failure.
-pub const ERROR_KIND_HEADER: &str = "Orchestrix-Error-Kind";
+pub const ERROR_KIND_HEADER: &str = header::ERROR_KIND;
+/// `transient` or `permanent`.
+pub const ERROR_CLASS_HEADER: &str = header::ERROR_CLASS;
 /// How many deliveries the message had.
-pub const ATTEMPTS_HEADER: &str = "Orchestrix-Attempts";
-/// The consumer group that gave up.
-pub const CONSUMER_HEADER: &str = "Orchestrix-Consumer";
+pub const ATTEMPTS_HEADER: &str = header::ATTEMPTS;
+/// The handler that gave up.
+pub const CONSUMER_HEADER: &str = header::CONSUMER;
+/// The consumer group.
+pub const GROUP_HEADER: &str = header::GROUP;
 /// The worker that gave up.
-pub const WORKER_HEADER: &str = "Orchestrix-Worker";
+pub const WORKER_HEADER: &str = header::WORKER;
 /// The stream the message came from.
-pub const SOURCE_STREAM_HEADER: &str = "Orchestrix-Source-Stream";
+pub const SOURCE_STREAM_HEADER: &str = header::ORIGINAL_TOPIC;
+/// The partition of the message's subject, when it is partitioned.
+pub const SOURCE_PARTITION_HEADER: &str = header::ORIGINAL_PARTITION;
 /// The message's sequence in that stream.
-pub const SOURCE_SEQUENCE_HEADER: &str = "Orchestrix-Source-Sequence";
+pub const SOURCE_SEQUENCE_HEADER: &str = header::ORIGINAL_OFFSET;
 /// The message's subject.
-pub const SOURCE_SUBJECT_HEADER: &str = "Orchestrix-Source-Subject";
+pub const SOURCE_SUBJECT_HEADER: &str = header::ORIGINAL_SUBJECT;
 /// When it was dead-lettered.
-pub const FAILED_AT_HEADER: &str = "Orchestrix-Failed-At";
+pub const FAILED_AT_HEADER: &str = header::FAILED_AT;
 /// The dead letter's own id.
-pub const DEAD_LETTER_ID_HEADER: &str = "Orchestrix-Dead-Letter-Id";
+pub const DEAD_LETTER_ID_HEADER: &str = header::DEAD_LETTER_ID;
 
 const MAX_REASON: usize = 1024;
 
@@ -89,7 +103,10 @@ pub(crate) struct Failure<'a> {
     pub message: &'a async_nats::Message,
     pub error: &'a Error,
     pub attempts: u32,
+    /// The consumer group.
     pub consumer: &'a str,
+    /// The handler's name.
+    pub handler: &'a str,
     pub worker: &'a str,
     pub stream: &'a str,
     pub sequence: u64,
@@ -139,10 +156,29 @@ impl DeadLetterSink {
             header_safe(&failure.error.to_string(), MAX_REASON),
         );
         headers.insert(ERROR_KIND_HEADER, failure.error.kind());
+        headers.insert(
+            ERROR_CLASS_HEADER,
+            if failure.error.is_transient() {
+                "transient"
+            } else {
+                "permanent"
+            },
+        );
         headers.insert(ATTEMPTS_HEADER, failure.attempts.to_string());
-        headers.insert(CONSUMER_HEADER, header_safe(failure.consumer, 256));
+        headers.insert(CONSUMER_HEADER, header_safe(failure.handler, 256));
+        headers.insert(GROUP_HEADER, header_safe(failure.consumer, 256));
         headers.insert(WORKER_HEADER, header_safe(failure.worker, 256));
         headers.insert(SOURCE_STREAM_HEADER, failure.stream);
+        if let Some(partition) = failure
+            .message
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            headers.insert(SOURCE_PARTITION_HEADER, partition.to_string());
+        }
         headers.insert(SOURCE_SEQUENCE_HEADER, failure.sequence.to_string());
         headers.insert(SOURCE_SUBJECT_HEADER, failure.message.subject.as_str());
         headers.insert(
@@ -189,7 +225,9 @@ impl DeadLetterSink {
 }
 
 /// Reads a dead-letter message (headers and body as stored) into a core
-/// [`DeadLetter`]. Fields that the headers do not carry stay empty.
+/// [`DeadLetter`]. Fields that the headers do not carry stay empty; without
+/// an id header the id is a new one ([`list_dead_letters`] derives a stable
+/// one from the sequence).
 #[must_use]
 pub fn to_dead_letter(headers: &HeaderMap, payload: Bytes) -> DeadLetter {
     let mut original = BTreeMap::new();
@@ -202,7 +240,8 @@ pub fn to_dead_letter(headers: &HeaderMap, payload: Bytes) -> DeadLetter {
                 .get(..11)
                 .is_some_and(|p| p.eq_ignore_ascii_case("orchestrix-"))
         {
-            ours.insert(name.to_ascii_lowercase(), value.as_str().to_owned());
+            let name = legacy_alias(name).map_or_else(|| name.to_ascii_lowercase(), str::to_owned);
+            ours.insert(name, value.as_str().to_owned());
         } else if !is_jetstream_header(name) {
             original.insert(name.to_owned(), value.as_str().to_owned());
         }
@@ -236,9 +275,17 @@ pub fn to_dead_letter(headers: &HeaderMap, payload: Bytes) -> DeadLetter {
     }
 }
 
+/// Whether a dead-letter message carries its id.
+fn has_id(headers: &HeaderMap) -> bool {
+    headers
+        .iter()
+        .any(|(name, _)| AsRef::<str>::as_ref(name).eq_ignore_ascii_case(DEAD_LETTER_ID_HEADER))
+}
+
 /// Lists up to `limit` dead letters from the dead-letter stream, oldest
 /// first, starting at stream sequence `from` (1 for the beginning), with the
-/// sequence of each.
+/// sequence of each. A letter without an id header gets one derived from
+/// its stream and sequence ([`stable_id`]), the same in every listing.
 ///
 /// # Errors
 /// A transient [`Error::Backend`] when the stream cannot be read.
@@ -263,7 +310,13 @@ pub async fn list_dead_letters(
     let mut seq = from.max(state.first_sequence);
     while out.len() < limit && seq <= state.last_sequence {
         match stream.get_raw_message(seq).await {
-            Ok(m) => out.push((m.sequence, to_dead_letter(&m.headers, m.payload))),
+            Ok(m) => {
+                let mut letter = to_dead_letter(&m.headers, m.payload);
+                if !has_id(&m.headers) {
+                    letter.id = stable_id(&["nats", &name, &m.sequence.to_string()]);
+                }
+                out.push((m.sequence, letter));
+            }
             // A removed (aged out or deleted) message leaves a gap.
             Err(e) => tracing::debug!(sequence = seq, error = %e, "no dead letter at sequence"),
         }
@@ -306,7 +359,8 @@ mod tests {
             message: &message,
             error: &error,
             attempts: 3,
-            consumer: "balances",
+            consumer: "ORDERS_balances",
+            handler: "balances",
             worker: "w1",
             stream: "ORDERS",
             sequence: 42,
@@ -314,7 +368,7 @@ mod tests {
         let headers = DeadLetterSink::headers(&failure);
         assert_eq!(
             headers.get(MSG_ID_HEADER).unwrap().as_str(),
-            "balances:ORDERS:42"
+            "ORDERS_balances:ORDERS:42"
         );
         assert!(!headers.get(ERROR_HEADER).unwrap().as_str().contains('\n'));
         let letter = to_dead_letter(&headers, message.payload.clone());

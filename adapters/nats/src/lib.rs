@@ -4,6 +4,7 @@ mod config;
 mod connect;
 pub mod consumer;
 pub mod dead_letter;
+pub mod dead_letter_queue;
 mod error;
 mod handler;
 pub mod publisher;
@@ -20,6 +21,7 @@ pub use consumer::{
     ConsumerHandle, ConsumerStats, LagProbe, NatsConsumer, NatsConsumerBuilder, PartitionLag,
 };
 pub use error::NatsError;
+pub use dead_letter_queue::NatsDeadLetters;
 pub use handler::{CoreHandler, NatsDelivery, NatsHandler};
 /// The partition function shared with the in-process runtime.
 pub use orchestrix::runtime::partition_for;

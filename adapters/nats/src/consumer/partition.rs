@@ -410,6 +410,7 @@ fn failure<'a>(
         error,
         attempts,
         consumer: &shared.group,
+        handler: shared.handler.name(),
         worker: &shared.worker,
         stream: &shared.config.stream.name,
         sequence,
