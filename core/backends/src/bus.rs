@@ -748,8 +748,12 @@ fn decoding(options: &BusOptions, handler: Arc<dyn EventHandler>) -> Arc<dyn Eve
 /// The application's default bus names: `name` with characters other than
 /// letters, digits, `-` and `_` replaced by `_`.
 fn name_token(app: &Application) -> String {
-    app.name()
-        .chars()
+    name_token_of(app.name())
+}
+
+/// [`name_token`] of an application name.
+pub(crate) fn name_token_of(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -761,7 +765,7 @@ fn name_token(app: &Application) -> String {
 }
 
 /// The option keys a bus URL sets.
-fn url_keys(url: &str) -> Vec<String> {
+pub(crate) fn url_keys(url: &str) -> Vec<String> {
     url.split_once('?')
         .map(|(_, query)| {
             query
@@ -774,7 +778,7 @@ fn url_keys(url: &str) -> Vec<String> {
 }
 
 #[cfg(feature = "nats")]
-mod nats {
+pub(crate) mod nats {
     use std::sync::Arc;
 
     use orchestrix::relay::Relay;
@@ -791,9 +795,13 @@ mod nats {
     /// The URL's config, with the stream and subjects named after the
     /// application unless the URL names them.
     pub(super) fn config(app: &Application, url: &BackendUrl) -> Result<NatsConfig> {
+        config_named(&name_token(app), url)
+    }
+
+    /// [`config`] for the application named `name` (a [`name_token`]).
+    pub(crate) fn config_named(name: &str, url: &BackendUrl) -> Result<NatsConfig> {
         let mut config = NatsConfig::from_url(url)?;
         let keys = url_keys(url.as_str());
-        let name = name_token(app);
         if !keys.iter().any(|k| k == "stream") {
             config.stream.name = format!("ORX_{}", name.to_ascii_uppercase());
         }
@@ -914,7 +922,7 @@ mod nats {
 }
 
 #[cfg(feature = "kafka")]
-mod kafka {
+pub(crate) mod kafka {
     use std::sync::{Arc, Mutex, PoisonError};
     use std::time::Duration;
 
@@ -935,9 +943,14 @@ mod kafka {
     /// The URL's config, with the prefix named after the application unless
     /// the URL names it.
     pub(super) fn config(app: &Application, url: &str) -> Result<KafkaConfig> {
+        config_named(&name_token(app), url)
+    }
+
+    /// [`config`] for the application named `name` (a [`name_token`]).
+    pub(crate) fn config_named(name: &str, url: &str) -> Result<KafkaConfig> {
         let mut config = KafkaConfig::from_url(url)?;
         if !url_keys(url).iter().any(|k| k == "prefix") {
-            config.topics.prefix = format!("orchestrix.{}", name_token(app));
+            config.topics.prefix = format!("orchestrix.{name}");
         }
         config.topics.template = TEMPLATE.to_owned();
         config.topics.overrides.clear();

@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bus;
+pub mod dead_letters;
 pub mod format;
 
 pub use bus::{
     AppRuntime, Assignment, BusOptions, BusRuntime, BusStatus, PartitionStatus, is_bus_url,
     start_on_bus, start_runtime,
 };
+pub use dead_letters::dead_letters;
 use orchestrix::coalesce::CoalesceConfig;
 use orchestrix::store::Backend;
 use orchestrix::url::{BackendUrl, Scheme};
