@@ -7,7 +7,9 @@
 //! [`CheckpointStore`](orchestrix::store::CheckpointStore),
 //! [`DeadLetterStore`](orchestrix::store::DeadLetterStore),
 //! [`TimerStore`](orchestrix::store::TimerStore)), so it works on every
-//! backend alike. The ports have no stream index, so listing streams, finding
+//! backend alike. Dead letters go through a
+//! [`DeadLetterQueue`]: the store's by default, a bus's
+//! dead-letter topic or stream with [`Inspector::with_dead_letters`]. The ports have no stream index, so listing streams, finding
 //! an event by id and listing sagas scan the all-stream (in pages of
 //! [`PAGE`] events): fine for an operator on stores of millions of events, not
 //! something to put on a hot path.
@@ -16,6 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use orchestrix::cloudevent::{self, CloudEvent};
+use std::sync::Arc;
+
+use orchestrix::dead_letter::{DeadLetterQueue, StoreDeadLetters};
 use orchestrix::store::{DeadLetter, Direction, Filter, Timer};
 use orchestrix::{RecordedEvent, Store, StreamId};
 use serde::Serialize;
@@ -151,32 +156,7 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
 }
 
-/// Which dead letters to show.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeadLetterFilter {
-    /// Only this consumer's.
-    pub consumer: Option<String>,
-    /// Only those whose reason or error kind contains this (case-insensitive).
-    pub reason: Option<String>,
-    /// Only those that failed at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    /// At most this many (oldest first).
-    pub limit: Option<usize>,
-}
-
-impl DeadLetterFilter {
-    /// Whether a letter passes.
-    #[must_use]
-    pub fn matches(&self, letter: &DeadLetter) -> bool {
-        self.consumer.as_ref().is_none_or(|c| &letter.consumer == c)
-            && self.reason.as_ref().is_none_or(|r| {
-                let r = r.to_lowercase();
-                letter.reason.to_lowercase().contains(&r)
-                    || letter.error_kind.to_lowercase().contains(&r)
-            })
-            && self.since.is_none_or(|t| letter.failed_at >= t)
-    }
-}
+pub use orchestrix::dead_letter::DeadLetterFilter;
 
 /// A dead letter with its payload readable.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -290,17 +270,34 @@ const STEP_TYPES: [&str; 6] = [
     "TimeoutFired",
 ];
 
-/// Read-only queries over one store.
+/// Read-only queries over one store (and its dead letters, or a bus's).
 #[derive(Debug, Clone)]
 pub struct Inspector {
     store: Store,
+    dead_letters: Arc<dyn DeadLetterQueue>,
 }
 
 impl Inspector {
-    /// Queries over `store`.
+    /// Queries over `store`, with the store's dead letters.
     #[must_use]
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            dead_letters: Arc::new(StoreDeadLetters::new(store.clone())),
+            store,
+        }
+    }
+
+    /// The dead letters of `queue` (a bus's, say) instead of the store's.
+    #[must_use]
+    pub fn with_dead_letters(mut self, queue: Arc<dyn DeadLetterQueue>) -> Self {
+        self.dead_letters = queue;
+        self
+    }
+
+    /// Where the dead letters come from.
+    #[must_use]
+    pub fn dead_letter_queue(&self) -> &Arc<dyn DeadLetterQueue> {
+        &self.dead_letters
     }
 
     /// The store.
@@ -538,46 +535,25 @@ impl Inspector {
     /// Dead letters that pass `filter`, oldest first.
     ///
     /// # Errors
-    /// A store error.
+    /// A store or bus error.
     pub async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
-        let all = self
-            .store
-            .backend()
-            .dead_letters
-            .list_dead_letters(filter.consumer.as_deref(), usize::MAX >> 1)
-            .await?;
-        let limit = filter.limit.unwrap_or(usize::MAX);
-        Ok(all
-            .into_iter()
-            .filter(|l| filter.matches(l))
-            .take(limit)
-            .collect())
+        Ok(self.dead_letters.list(filter).await?)
     }
 
     /// One dead letter.
     ///
     /// # Errors
-    /// A store error.
+    /// A store or bus error.
     pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
-        Ok(self
-            .store
-            .backend()
-            .dead_letters
-            .get_dead_letter(id)
-            .await?)
+        Ok(self.dead_letters.get(id).await?)
     }
 
-    /// Deletes a dead letter; `false` if it was absent.
+    /// Deletes (resolves) a dead letter; `false` if it was absent.
     ///
     /// # Errors
-    /// A store error.
+    /// A store or bus error.
     pub async fn delete_dead_letter(&self, id: Uuid) -> Result<bool> {
-        Ok(self
-            .store
-            .backend()
-            .dead_letters
-            .delete_dead_letter(id)
-            .await?)
+        Ok(self.dead_letters.resolve(id).await?)
     }
 
     /// Every saga instance (with this status, if given), by saga and

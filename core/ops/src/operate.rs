@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use orchestrix::runtime::{DeadLetters, EventHandler, ProjectionRunner, RegistrationKind, Runtime};
+use orchestrix::dead_letter::DeadLetterQueue;
+use orchestrix::runtime::{EventHandler, ProjectionRunner, RegistrationKind, Runtime};
 use orchestrix::{Application, Store};
 use serde::Serialize;
 use uuid::Uuid;
@@ -106,6 +107,14 @@ impl Operations {
         self
     }
 
+    /// Dead letters from `queue` (a bus's dead-letter topic or stream)
+    /// instead of the store's: listing, showing, deleting and replaying.
+    #[must_use]
+    pub fn with_dead_letters(mut self, queue: Arc<dyn DeadLetterQueue>) -> Self {
+        self.inspector = self.inspector.with_dead_letters(queue);
+        self
+    }
+
     /// The read-only queries.
     #[must_use]
     pub fn inspector(&self) -> &Inspector {
@@ -170,7 +179,8 @@ impl Operations {
     }
 
     /// Replays the letters that pass `filter` (or just `ids`, when given)
-    /// through their consumers' handlers; each success deletes its letter.
+    /// through their consumers' handlers, each once; each success resolves
+    /// (deletes) its letter, in the store or on the bus alike.
     /// With `dry_run`, only says what it would replay.
     ///
     /// # Errors
@@ -199,7 +209,7 @@ impl Operations {
             out
         };
         let total = u64::try_from(letters.len()).unwrap_or(u64::MAX);
-        let dead_letters = DeadLetters::new(self.inspector.store().clone());
+        let queue = self.inspector.dead_letter_queue().clone();
         let mut outcomes = Vec::with_capacity(letters.len());
         for (i, letter) in letters.into_iter().enumerate() {
             let outcome = if dry_run {
@@ -211,7 +221,9 @@ impl Operations {
                 }
             } else {
                 let handler = self.handler(&letter.consumer)?;
-                match dead_letters.replay(letter.id, handler.as_ref()).await {
+                match orchestrix::dead_letter::replay(queue.as_ref(), &letter, handler.as_ref())
+                    .await
+                {
                     Ok(()) => ReplayOutcome {
                         id: letter.id,
                         consumer: letter.consumer.clone(),
