@@ -102,6 +102,9 @@ pub struct DlqFilter {
     /// Only letters that failed since: an RFC 3339 time or an age like 30m, 2h, 7d.
     #[arg(long)]
     since: Option<String>,
+    /// Only letters that failed before: an RFC 3339 time or an age like 30m, 2h, 7d.
+    #[arg(long)]
+    until: Option<String>,
     /// At most this many letters (oldest first).
     #[arg(long)]
     limit: Option<usize>,
@@ -112,13 +115,25 @@ impl DlqFilter {
         Ok(DeadLetterFilter {
             consumer: self.consumer.clone(),
             reason: self.reason.clone(),
-            since: self.since.as_deref().map(parse_since).transpose()?,
+            since: self
+                .since
+                .as_deref()
+                .map(|t| parse_time("--since", t))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|t| parse_time("--until", t))
+                .transpose()?,
             limit: self.limit,
         })
     }
 
     fn is_empty(&self) -> bool {
-        self.consumer.is_none() && self.reason.is_none() && self.since.is_none()
+        self.consumer.is_none()
+            && self.reason.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
     }
 }
 
@@ -193,14 +208,14 @@ pub enum RegistryCommand {
     },
 }
 
-fn parse_since(text: &str) -> Result<DateTime<Utc>, Usage> {
+fn parse_time(flag: &str, text: &str) -> Result<DateTime<Utc>, Usage> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
     let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
     let n: i64 = number.parse().map_err(|_| {
         Usage(format!(
-            "--since `{text}`: give an RFC 3339 time or an age like 30m, 2h, 7d"
+            "{flag} `{text}`: give an RFC 3339 time or an age like 30m, 2h, 7d"
         ))
     })?;
     let age = match unit {
@@ -208,7 +223,7 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, Usage> {
         "m" => chrono::Duration::minutes(n),
         "h" => chrono::Duration::hours(n),
         "d" => chrono::Duration::days(n),
-        _ => return Err(Usage(format!("--since `{text}`: the unit is s, m, h or d"))),
+        _ => return Err(Usage(format!("{flag} `{text}`: the unit is s, m, h or d"))),
     };
     Ok(Utc::now() - age)
 }
@@ -600,9 +615,12 @@ const LETTER_HEADERS: [&str; 7] = [
 
 pub(crate) async fn dlq(cmd: DlqCommand, ops: &Operations, urls: &Urls, out: &mut Out<'_>) -> Res {
     let inspector = ops.inspector();
-    if let Some(bus) = &urls.bus {
-        tracing::debug!(%bus, "bus dead letters are not listed by this command yet");
-    }
+    // On a bus the listing says where the letters are; the store's read as
+    // they always did.
+    let place = match urls.bus {
+        Some(_) => format!(" on {}", inspector.dead_letter_queue().describe()),
+        None => String::new(),
+    };
     match cmd {
         DlqCommand::Ls { filter } => {
             let letters = inspector.dead_letters(&filter.build()?).await?;
@@ -612,7 +630,7 @@ pub(crate) async fn dlq(cmd: DlqCommand, ops: &Operations, urls: &Urls, out: &mu
                 return Ok(out.json(&views)?);
             }
             out.table(&LETTER_HEADERS, &letter_rows(&letters))?;
-            out.line(format!("{} dead letter(s)", letters.len()))?;
+            out.line(format!("{} dead letter(s){place}", letters.len()))?;
         }
         DlqCommand::Show { id } => {
             let letter = inspector
@@ -624,7 +642,7 @@ pub(crate) async fn dlq(cmd: DlqCommand, ops: &Operations, urls: &Urls, out: &mu
                 return Ok(out.json(&view)?);
             }
             let l = &view.letter;
-            out.line(format!("dead letter {}", l.id))?;
+            out.line(format!("dead letter {}{place}", l.id))?;
             out.line(format!("  consumer   {}", l.consumer))?;
             out.line(format!(
                 "  event      {} {}",
@@ -661,7 +679,8 @@ pub(crate) async fn dlq(cmd: DlqCommand, ops: &Operations, urls: &Urls, out: &mu
         } => {
             if ids.is_empty() && filter.is_empty() && !all {
                 return Err(Usage(
-                    "name letters, give a filter (--consumer, --reason, --since) or --all".into(),
+                    "name letters, give a filter (--consumer, --reason, --since, --until) or --all"
+                        .into(),
                 )
                 .into());
             }
@@ -713,7 +732,8 @@ pub(crate) async fn dlq(cmd: DlqCommand, ops: &Operations, urls: &Urls, out: &mu
         } => {
             if ids.is_empty() && filter.is_empty() && !all {
                 return Err(Usage(
-                    "name letters, give a filter (--consumer, --reason, --since) or --all".into(),
+                    "name letters, give a filter (--consumer, --reason, --since, --until) or --all"
+                        .into(),
                 )
                 .into());
             }

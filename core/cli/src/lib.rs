@@ -52,7 +52,9 @@ pub struct Global {
     /// The event store: sqlite://PATH, postgres://user@host/db?schema=S, memory://.
     #[arg(long, global = true, env = "ORCHESTRIX_STORE_URL")]
     pub store: Option<String>,
-    /// The bus, for bus dead letters: nats://..., kafka://... (not used by store commands).
+    /// The bus, for its dead letters (`dlq` commands): nats://...?stream=S,
+    /// kafka://...?prefix=P, named as the workers name them (not used by
+    /// other commands).
     #[arg(long, global = true, env = "ORCHESTRIX_BUS_URL")]
     pub bus: Option<String>,
     /// A worker configuration file (TOML); its `[store] url` and `[bus] url`
@@ -252,7 +254,23 @@ pub async fn run(cli: Cli, context: &Context, out: &mut Out<'_>) -> Result<(), F
         Command::Streams(cmd) => commands::streams(cmd, &ops().await?, out).await,
         Command::Events(cmd) => commands::events(cmd, &ops().await?, out).await,
         Command::Projections(cmd) => commands::projections(cmd, &ops().await?, out).await,
-        Command::Dlq(cmd) => commands::dlq(cmd, &ops().await?, &urls, out).await,
+        Command::Dlq(cmd) => {
+            let ops = match &urls.bus {
+                // A bus's dead letters: the store is optional (the
+                // application's handlers may want it on replay).
+                Some(bus) => {
+                    let store = match &urls.store {
+                        Some(url) => orchestrix_backends::open_store(url).await?,
+                        None => Store::memory(),
+                    };
+                    let ops = (context.connect)(store).await?;
+                    let queue = orchestrix_backends::dead_letters(bus, ops.app()).await?;
+                    ops.with_dead_letters(queue)
+                }
+                None => ops().await?,
+            };
+            commands::dlq(cmd, &ops, &urls, out).await
+        }
         Command::Sagas(cmd) => commands::sagas(cmd, &ops().await?, out).await,
         Command::Registry(cmd) => commands::registry(cmd, out).await,
         Command::Catalog(args) => {
