@@ -37,7 +37,17 @@
 //!   watermark, the position the group has reached (handled here, else
 //!   committed) and the records in between, from the broker.
 //! - **Shutdown** ([`ConsumerWorker::shutdown`]): stop fetching, let in-flight
-//!   handlers finish, commit, leave the group.
+//!   handlers finish, commit, leave the group. Committing and leaving are
+//!   waited for at most [`LEAVE_WAIT`]: the broker answers a group's
+//!   requests on one connection in order, so while it holds this member's
+//!   JoinGroup (a rebalance waiting for another member, up to that member's
+//!   session or rebalance timeout) the LeaveGroup queues behind it, and
+//!   librdkafka's close would wait for it (5 s, then it gives up without
+//!   leaving). Past the bound the close goes on in the background and the
+//!   broker drops the member after `session.timeout.ms` if it never left.
+//! - **Connection** ([`ConsumerWorker::connected`]): whether the client
+//!   reaches a broker, from librdkafka's errors and statistics (see
+//!   `consumer/connection.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -68,6 +78,14 @@ use crate::config::{KafkaConfig, OffsetReset};
 use crate::dead_letter::{DeadLetters, Failure};
 use crate::error::{Error, Result};
 use crate::message::{KafkaPosition, KafkaRecord};
+
+mod connection;
+
+use connection::Connection;
+
+/// How long [`ConsumerWorker::shutdown`] waits for the final commit and the
+/// group leave once the handlers drained (see the module docs).
+pub const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// A handler whose read model keeps the consumed offsets itself, in the same
 /// transaction as its effects: the exactly-once variant of [`EventHandler`].
@@ -316,6 +334,8 @@ struct Inner {
     /// Next offset to handle of every partition this process released, for
     /// [`StartFrom::Beginning`] and [`StartFrom::End`].
     resume_at: Mutex<HashMap<Key, i64>>,
+    /// Whether the worker's client reaches a broker.
+    connection: Connection,
 }
 
 impl Inner {
@@ -497,6 +517,13 @@ impl Inner {
     /// Stops the tasks of `keys` after their in-flight record, waits for them
     /// (up to the drain timeout), and commits what they handled.
     fn release<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, keys: &[Key], commit: bool) {
+        let released = self.drain(keys);
+        self.settle_released(consumer, &released, commit);
+    }
+
+    /// Stops the tasks of `keys` after their in-flight record and waits for
+    /// them (up to the drain timeout); returns their slots.
+    fn drain(&self, keys: &[Key]) -> Vec<(Key, Slot)> {
         let released: Vec<(Key, Slot)> = {
             let mut slots = self.slots();
             keys.iter()
@@ -504,7 +531,7 @@ impl Inner {
                 .collect()
         };
         if released.is_empty() {
-            return;
+            return released;
         }
         for (_, slot) in &released {
             let _ = slot.stop.send(true);
@@ -521,9 +548,23 @@ impl Inner {
                 slot.task.abort();
             }
         }
+        released
+    }
+
+    /// Commits what the drained tasks of `released` handled (when `commit`)
+    /// and forgets their partitions.
+    fn settle_released<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        released: &[(Key, Slot)],
+        commit: bool,
+    ) {
+        if released.is_empty() {
+            return;
+        }
         if commit {
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), slot) in &released {
+            for ((topic, partition), slot) in released {
                 // Everything handled, even if an earlier async commit of it
                 // was sent (it may have failed).
                 let next = slot.state.next.load(Ordering::Acquire);
@@ -543,7 +584,7 @@ impl Inner {
                 .resume_at
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (key, slot) in &released {
+            for (key, slot) in released {
                 let next = slot.state.next.load(Ordering::Acquire);
                 if next >= 0 {
                     resume_at.insert(key.clone(), next);
@@ -552,7 +593,7 @@ impl Inner {
         }
         let keys: BTreeSet<Key> = self.slots().keys().cloned().collect();
         self.assigned.send_replace(keys);
-        for ((topic, partition), _) in &released {
+        for ((topic, partition), _) in released {
             tracing::info!(consumer = %self.name, topic, partition, committed = commit, "partition released");
         }
     }
@@ -755,6 +796,13 @@ impl ClientContext for WorkerContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", consumer = %self.inner.name, %error, reason, "client error");
+        self.inner.connection.on_error(&self.inner.name, &error);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.inner
+            .connection
+            .on_statistics(&self.inner.name, statistics);
     }
 }
 
@@ -949,13 +997,17 @@ impl ConsumerBuilder {
             assigned,
             start_from,
             resume_at: Mutex::new(HashMap::new()),
+            connection: Connection::new(),
         });
         let probe: BaseConsumer<DefaultConsumerContext> = config
             .consumer_client_config(&group)
             .create()
             .map_err(|e| Error::kafka("create consumer", e))?;
-        let consumer: BaseConsumer<WorkerContext> = config
-            .consumer_client_config(&group)
+        let mut client_config = config.consumer_client_config(&group);
+        if !config.librdkafka.contains_key("statistics.interval.ms") {
+            client_config.set("statistics.interval.ms", connection::STATISTICS_INTERVAL_MS);
+        }
+        let consumer: BaseConsumer<WorkerContext> = client_config
             .create_with_context(WorkerContext {
                 inner: inner.clone(),
             })
@@ -965,11 +1017,12 @@ impl ConsumerBuilder {
             .subscribe(&topic_refs)
             .map_err(|e| Error::kafka("subscribe", e))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let (drained_tx, drained) = std_mpsc::channel();
         let thread = {
             let (inner, stop) = (inner.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("kafka-{name}"))
-                .spawn(move || poll_loop(consumer, &inner, &stop))
+                .spawn(move || poll_loop(consumer, &inner, &stop, &drained_tx))
                 .map_err(|e| Error::Kafka {
                     operation: "start poll thread",
                     transient: false,
@@ -986,14 +1039,19 @@ impl ConsumerBuilder {
             assigned: assigned_rx,
             stop,
             thread: Some(thread),
+            drained: Some(drained),
         })
     }
 }
 
+/// Polls until `stop`; then drains the handlers, tells `drained`, commits and
+/// closes the consumer (which leaves the group). `shutdown` learns that the
+/// thread ended when `drained` is dropped.
 fn poll_loop(
     consumer: BaseConsumer<WorkerContext>,
     inner: &Arc<Inner>,
     stop: &AtomicBool,
+    drained: &std_mpsc::Sender<()>,
 ) -> Result<()> {
     let commit_every = Duration::from_millis(inner.config.consumer.commit_interval_ms);
     let mut last_commit = Instant::now();
@@ -1001,7 +1059,10 @@ fn poll_loop(
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
-            Some(Ok(message)) => inner.dispatch(&consumer, KafkaRecord::from_message(&message)),
+            Some(Ok(message)) => {
+                inner.connection.on_record(&inner.name);
+                inner.dispatch(&consumer, KafkaRecord::from_message(&message));
+            }
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
                 tracing::error!(consumer = %inner.name, %code, "fatal consumer error; stopping");
                 outcome = Err(Error::kafka(
@@ -1019,9 +1080,13 @@ fn poll_loop(
         }
     }
     // Stop fetching, drain in-flight handlers, commit; dropping the consumer
-    // closes it, which leaves the group.
+    // closes it, which leaves the group. The commit and the leave go to the
+    // group coordinator, which may hold them behind a JoinGroup: `shutdown`
+    // waits for them only up to `LEAVE_WAIT` after `drained`.
     let keys = inner.all_keys();
-    inner.release(&consumer, &keys, outcome.is_ok());
+    let released = inner.drain(&keys);
+    let _ = drained.send(());
+    inner.settle_released(&consumer, &released, outcome.is_ok());
     drop(consumer);
     tracing::info!(consumer = %inner.name, "consumer worker stopped");
     outcome
@@ -1075,6 +1140,12 @@ impl fmt::Debug for LagProbe {
 }
 
 impl LagProbe {
+    /// As [`ConsumerWorker::connected`].
+    #[must_use]
+    pub fn connected(&self) -> bool {
+        self.inner.connection.connected()
+    }
+
     /// As [`ConsumerWorker::lag`].
     ///
     /// # Errors
@@ -1202,6 +1273,9 @@ pub struct ConsumerWorker {
     assigned: watch::Receiver<BTreeSet<Key>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Told once the handlers drained on shutdown; disconnected when the
+    /// poll thread ended.
+    drained: Option<std_mpsc::Receiver<()>>,
 }
 
 impl fmt::Debug for ConsumerWorker {
@@ -1297,30 +1371,76 @@ impl ConsumerWorker {
         }
     }
 
+    /// Whether the worker's client reaches a broker now: `false` from the
+    /// moment librdkafka reports every broker connection down (or its
+    /// statistics, every second, show none up) until a broker connection is
+    /// up again or a record arrives. While it is `false` the worker fetches
+    /// nothing, whatever partitions it holds.
+    #[must_use]
+    pub fn connected(&self) -> bool {
+        self.inner.connection.connected()
+    }
+
     /// Whether the poll thread is still running.
     #[must_use]
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Stops fetching, lets in-flight handlers finish, commits, and leaves the
-    /// group.
+    /// Stops fetching, lets in-flight handlers finish (up to the drain
+    /// timeout), commits, and leaves the group. Committing and leaving are
+    /// waited for at most [`LEAVE_WAIT`]; past it (the broker holds a group
+    /// request of this member, such as a JoinGroup while a rebalance waits
+    /// for another member) they go on in the background and this returns.
     ///
     /// # Errors
     /// The error that stopped the worker earlier, if any.
     pub async fn shutdown(mut self) -> Result<()> {
         self.stop.store(true, Ordering::Release);
-        let Some(thread) = self.thread.take() else {
+        let (Some(thread), Some(drained)) = (self.thread.take(), self.drained.take()) else {
             return Ok(());
         };
         let name = self.name.clone();
-        tokio::task::spawn_blocking(move || thread.join())
+        let drain = Duration::from_millis(self.inner.config.consumer.drain_timeout_ms);
+        let waited = {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || wait_stopped(thread, &drained, drain, &name))
+        };
+        waited
             .await
-            .map_err(|_| Error::WorkerGone {
-                consumer: name.clone(),
-            })?
             .map_err(|_| Error::WorkerGone { consumer: name })?
     }
+}
+
+/// Waits for the poll thread: the handlers' drain (bounded by `drain`, plus
+/// [`LEAVE_WAIT`] for a rebalance callback it may be serving), then at most
+/// [`LEAVE_WAIT`] for the commit and the group leave.
+fn wait_stopped(
+    thread: std::thread::JoinHandle<Result<()>>,
+    drained: &std_mpsc::Receiver<()>,
+    drain: Duration,
+    name: &str,
+) -> Result<()> {
+    use std_mpsc::RecvTimeoutError;
+    let ended = match drained.recv_timeout(drain + LEAVE_WAIT) {
+        Ok(()) => matches!(
+            drained.recv_timeout(LEAVE_WAIT),
+            Err(RecvTimeoutError::Disconnected)
+        ),
+        Err(RecvTimeoutError::Disconnected) => true,
+        Err(RecvTimeoutError::Timeout) => false,
+    };
+    if ended {
+        return thread.join().map_err(|_| Error::WorkerGone {
+            consumer: name.to_owned(),
+        })?;
+    }
+    tracing::warn!(
+        consumer = name,
+        waited = ?LEAVE_WAIT,
+        "the consumer did not commit and leave its group in time (the group coordinator holds a request of it, e.g. a JoinGroup while a rebalance waits for another member); it goes on closing in the background, and if it never leaves the broker drops it after session.timeout.ms"
+    );
+    Ok(())
 }
 
 impl Drop for ConsumerWorker {

@@ -369,10 +369,11 @@ impl BusStatus {
     }
 
     /// Whether this process's bus client is connected now: `Some` on NATS
-    /// (the client's connection state), `None` where the client cannot
-    /// tell (librdkafka keeps one connection per broker and reconnects on
-    /// its own). While it is `Some(false)` no consumer can fetch, whatever
-    /// partitions it holds.
+    /// (the client's connection state) and on Kafka when this process
+    /// consumes (every worker's client reaches a broker, as librdkafka's
+    /// errors and statistics tell), `None` where the client cannot tell (a
+    /// Kafka runtime that only relays). While it is `Some(false)` no
+    /// consumer can fetch, whatever partitions it holds.
     #[must_use]
     pub fn connected(&self) -> Option<bool> {
         self.connected.as_ref().map(|connected| connected())
@@ -984,6 +985,7 @@ pub(crate) mod kafka {
         };
         // On an error below, dropping `runtime` stops what started.
         let mut groups = Vec::new();
+        let mut connections = Vec::new();
         if options.consume {
             for registered in Runtime::handlers(app)? {
                 let retry = registered.config().retry;
@@ -1005,6 +1007,7 @@ pub(crate) mod kafka {
                     handler: registered.name().to_owned(),
                     probe: LagProbe::Kafka(worker.lag_probe()),
                 });
+                connections.push(worker.lag_probe());
                 let cell = Arc::new(Mutex::new(Some(worker)));
                 let view = Arc::downgrade(&cell);
                 let partitions: Partitions = Arc::new(move || {
@@ -1037,6 +1040,13 @@ pub(crate) mod kafka {
         }
         runtime.status.groups = Arc::new(groups);
         runtime.status.progress = Arc::new(runtime.progress.clone());
+        if !connections.is_empty() {
+            runtime.status.connected = Some(Arc::new(move || {
+                connections
+                    .iter()
+                    .all(orchestrix_kafka::LagProbe::connected)
+            }));
+        }
         if options.relay {
             let mut publisher = KafkaPublisher::new(config)?;
             if let Some(format) = &options.value_format {
