@@ -212,8 +212,10 @@ impl KafkaPublisher {
     /// The first failure; events before it may have been published (the relay
     /// retries the batch, and consumers dedupe on stream revision or event id).
     pub async fn publish_events(&self, events: &[RecordedEvent]) -> Result<Vec<Delivered>> {
-        // Topics first (usually one or a few), then encode and enqueue event
-        // by event, so that librdkafka sends while the rest is encoded.
+        // Topics first (usually one or a few), then the whole batch encoded,
+        // then enqueued: an event that cannot be encoded (its schema not in
+        // a registry that is down) fails the batch before any of it is sent,
+        // so the relay's retry does not send the events before it again.
         let topics: Vec<String> = events.iter().map(|e| self.topic_of(e)).collect();
         let mut distinct: Vec<&str> = topics.iter().map(String::as_str).collect();
         distinct.sort_unstable();
@@ -221,13 +223,16 @@ impl KafkaPublisher {
         for topic in distinct {
             self.topics.ensure(topic).await?;
         }
-        let producer = self.producer();
-        let mut pending = Vec::with_capacity(events.len());
+        let mut encoded = Vec::with_capacity(events.len());
         for (event, topic) in events.iter().zip(&topics) {
-            let m = match &self.format {
+            encoded.push(match &self.format {
                 None => encode_to(topic.clone(), event)?,
                 Some(format) => encode_to(topic.clone(), &format.outbound(topic, event).await?)?,
-            };
+            });
+        }
+        let producer = self.producer();
+        let mut pending = Vec::with_capacity(events.len());
+        for m in &encoded {
             let mut record = FutureRecord::to(&m.topic)
                 .key(m.key.as_bytes())
                 .payload(&m.payload[..])
