@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchestrix::{Error, RecordedEvent};
 use orchestrix_nats::dead_letter::{
-    ATTEMPTS_HEADER, CONSUMER_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SOURCE_SEQUENCE_HEADER,
-    list_dead_letters,
+    ATTEMPTS_HEADER, CONSUMER_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, GROUP_HEADER,
+    SOURCE_SEQUENCE_HEADER, list_dead_letters,
 };
 use orchestrix_nats::{
     ConsumerHandle, NatsConfig, NatsConsumer, NatsDelivery, NatsHandler, NatsPublisher,
@@ -219,6 +219,11 @@ async fn nats_dead_letters_carry_reasons_and_the_partition_keeps_going() {
     );
     assert_eq!(
         common::header(poison, CONSUMER_HEADER).as_deref(),
+        Some("recorder"),
+        "the consumer is the handler (what replay looks up)"
+    );
+    assert_eq!(
+        common::header(poison, GROUP_HEADER).as_deref(),
         Some("projection")
     );
     assert_eq!(
@@ -256,7 +261,7 @@ async fn nats_dead_letters_carry_reasons_and_the_partition_keeps_going() {
         .unwrap();
     assert_eq!(
         (poison.consumer.as_str(), poison.attempts, poison.event_id),
-        ("projection", 1, Some(events[1].id()))
+        ("recorder", 1, Some(events[1].id()))
     );
     assert_eq!(poison.stream_id.as_deref(), Some("order-1"));
 
