@@ -31,6 +31,9 @@ pub struct ParsedSchema {
 struct Inner {
     schema: Schema,
     text: String,
+    /// `text` with JSON whitespace and key order normalized: the identity
+    /// a registry compares (computed once, used per event by the id cache).
+    normalized: String,
     canonical: String,
     fullname: Option<String>,
     names: HashMap<String, Schema>,
@@ -49,8 +52,7 @@ impl PartialEq for ParsedSchema {
     /// Two schemas are equal when their texts are equal after normalizing JSON
     /// whitespace and key order (defaults, docs and aliases count).
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-            || normalize_json(&self.inner.text) == normalize_json(&other.inner.text)
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.normalized == other.inner.normalized
     }
 }
 
@@ -88,10 +90,12 @@ impl ParsedSchema {
         collect_names(&schema, None, &mut names);
         let fullname = schema.name().map(|n| n.fullname(None));
         let canonical = schema.canonical_form();
+        let normalized = normalize_json(&text);
         Self {
             inner: Arc::new(Inner {
                 schema,
                 text,
+                normalized,
                 canonical,
                 fullname,
                 names,
@@ -109,6 +113,13 @@ impl ParsedSchema {
     #[must_use]
     pub fn text(&self) -> &str {
         &self.inner.text
+    }
+
+    /// The text with JSON whitespace and key order normalized (docs,
+    /// defaults and aliases kept): what a registry compares schemas by.
+    #[must_use]
+    pub fn normalized(&self) -> &str {
+        &self.inner.normalized
     }
 
     /// The Parsing Canonical Form (no docs, defaults or aliases).

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::codec::AvroCodec;
 use crate::error::{AvroError, Result};
 use crate::path::Path;
-use crate::schema::{ParsedSchema, normalize_json};
+use crate::schema::ParsedSchema;
 
 /// The first byte of every Confluent-framed message.
 pub const MAGIC_BYTE: u8 = 0;
@@ -114,7 +114,9 @@ impl SubjectStrategy {
 #[derive(Debug, Default)]
 pub struct SchemaIdCache {
     by_id: RwLock<HashMap<u32, ParsedSchema>>,
-    ids: RwLock<HashMap<(String, String), u32>>,
+    /// Subject → normalized schema text → id: looked up per event without
+    /// allocating or normalizing (the normalized text is kept by the schema).
+    ids: RwLock<HashMap<String, HashMap<String, u32>>>,
 }
 
 impl SchemaIdCache {
@@ -136,7 +138,8 @@ impl SchemaIdCache {
         self.ids
             .read()
             .ok()?
-            .get(&(subject.to_owned(), normalize_json(schema.text())))
+            .get(subject)?
+            .get(schema.normalized())
             .copied()
     }
 
@@ -146,7 +149,9 @@ impl SchemaIdCache {
             by_id.entry(id).or_insert_with(|| schema.clone());
         }
         if let (Some(subject), Ok(mut ids)) = (subject, self.ids.write()) {
-            ids.insert((subject.to_owned(), normalize_json(schema.text())), id);
+            ids.entry(subject.to_owned())
+                .or_default()
+                .insert(schema.normalized().to_owned(), id);
         }
     }
 
