@@ -61,8 +61,9 @@ fn app_name(url: &str, app: Option<&Application>, key: &str) -> Result<String> {
         return Ok(crate::bus::name_token_of(app.name()));
     }
     if crate::bus::url_keys(url).iter().any(|k| k == key) {
-        // Named by the URL: the application name is not used.
-        return Ok(String::new());
+        // Named by the URL. The name then only fills what reading does not
+        // use (the NATS subject prefix), but must make a valid config.
+        return Ok("dead_letters".to_owned());
     }
     Err(Error::invalid(
         format!("bus URL `{}`", orchestrix::url::redact(url)),
@@ -153,13 +154,19 @@ mod tests {
         let q = dead_letters("kafka://127.0.0.1:9092", Some(&app))
             .await
             .unwrap();
-        assert_eq!(
-            q.describe(),
-            "kafka topic(s) orchestrix.bank.events.dlq"
-        );
+        assert_eq!(q.describe(), "kafka topic(s) orchestrix.bank.events.dlq");
         let q = dead_letters("kafka://127.0.0.1:9092?prefix=mine", None)
             .await
             .unwrap();
         assert_eq!(q.describe(), "kafka topic(s) mine.events.dlq");
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn a_nats_url_naming_its_stream_needs_no_application() {
+        let url = BackendUrl::parse("nats://127.0.0.1:4222?stream=ORX_BANK").unwrap();
+        let name = app_name(url.as_str(), None, "stream").unwrap();
+        let config = crate::bus::nats::config_named(&name, &url).unwrap();
+        assert_eq!(config.dead_letter_stream(), "ORX_BANK_DEAD_LETTERS");
     }
 }
