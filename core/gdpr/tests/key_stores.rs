@@ -1,9 +1,9 @@
 //! Every key store keeps the same contract; keys on disk survive a reopen.
 
-use std::time::Duration;
-
+#[cfg(feature = "sqlite")]
 use orchestrix_gdpr::keystore::sqlite::SqliteKeyStore;
-use orchestrix_gdpr::{Error, KeyLookup, KeyStore, MemoryKeyStore, Vault};
+use orchestrix_gdpr::{Error, KeyLookup, KeyStore, MemoryKeyStore};
+#[cfg(feature = "postgres")]
 use orchestrix_testkit::services::{Service, require};
 
 /// The key store contract, with subjects prefixed by `prefix` (unique per run).
@@ -57,11 +57,13 @@ async fn memory_key_store_keeps_the_contract() {
     contract(&MemoryKeyStore::new(), &prefix()).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn sqlite_key_store_keeps_the_contract() {
     contract(&SqliteKeyStore::open_in_memory().unwrap(), &prefix()).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn sqlite_keys_and_tombstones_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,14 +96,15 @@ async fn sqlite_keys_and_tombstones_survive_a_reopen() {
     );
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn a_forget_in_another_process_is_seen_when_the_cached_key_expires() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
-    let here = Vault::new(SqliteKeyStore::open(&path).unwrap())
+    let here = orchestrix_gdpr::Vault::new(SqliteKeyStore::open(&path).unwrap())
         .unwrap()
-        .with_cache_ttl(Duration::from_millis(50));
-    let there = Vault::new(SqliteKeyStore::open(&path).unwrap()).unwrap();
+        .with_cache_ttl(std::time::Duration::from_millis(50));
+    let there = orchestrix_gdpr::Vault::new(SqliteKeyStore::open(&path).unwrap()).unwrap();
     let codec = orchestrix_gdpr::PersonalDataCodec::json(
         here,
         orchestrix_gdpr::PersonalFields::new()
@@ -115,13 +118,14 @@ async fn a_forget_in_another_process_is_seen_when_the_cached_key_expires() {
     there.forget("c-1").await.unwrap();
     // Still cached here...
     assert_eq!(codec.decode("t", 1, &bytes).unwrap()["email"], "a@b.c");
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     // ...until the cache entry expires.
     assert!(orchestrix_gdpr::is_erased(
         &codec.decode("t", 1, &bytes).unwrap()["email"]
     ));
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_key_store_keeps_the_contract_in_a_fresh_schema() {
     let Some(url) = require(Service::Postgres) else {
@@ -133,7 +137,7 @@ async fn postgres_key_store_keeps_the_contract_in_a_fresh_schema() {
         .with_schema(&schema)
         .unwrap();
     // Through a vault, on its I/O thread, as applications use it.
-    let vault = Vault::new(store).unwrap();
+    let vault = orchestrix_gdpr::Vault::new(store).unwrap();
     vault_key(&vault, "pg-a").await;
     assert!(vault.forget("pg-a").await.unwrap());
     assert!(vault.is_forgotten("pg-a").await.unwrap());
@@ -159,7 +163,8 @@ async fn postgres_key_store_keeps_the_contract_in_a_fresh_schema() {
 }
 
 /// Creates the subject's key through the vault's codec path.
-async fn vault_key(vault: &Vault, subject: &str) {
+#[cfg(feature = "postgres")]
+async fn vault_key(vault: &orchestrix_gdpr::Vault, subject: &str) {
     let codec = orchestrix_gdpr::PersonalDataCodec::json(
         vault.clone(),
         orchestrix_gdpr::PersonalFields::new()
