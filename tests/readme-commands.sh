@@ -18,8 +18,32 @@ if [ "${#commands[@]}" -lt 5 ]; then
   exit 1
 fi
 
+registry_pid=""
+stop_registry() { if [ -n "$registry_pid" ]; then kill -TERM "$registry_pid" 2>/dev/null || true; fi; }
+trap stop_registry EXIT
+
 for cmd in "${commands[@]}"; do
   case "$cmd" in
+    *"registry serve"*"&")
+      # The schema registry the Avro commands after it use: start it in the
+      # background, wait for /healthz (bounded), stop it at the end.
+      cmd="${cmd%&}"
+      echo "[readme] $cmd (background)" >&2
+      bash -c "exec $cmd" >/dev/null 2>/tmp/readme-registry.log &
+      registry_pid=$!
+      listen=$(sed -E 's/.*--listen[[:space:]]+([^[:space:]]+).*/\1/' <<<"$cmd")
+      up=""
+      for _ in $(seq 1 600); do
+        if curl -fsS "http://$listen/healthz" >/dev/null 2>&1; then up=yes; break; fi
+        if ! kill -0 "$registry_pid" 2>/dev/null; then break; fi
+        sleep 0.5
+      done
+      if [ -z "$up" ]; then
+        echo "[readme] the schema registry never answered /healthz" >&2
+        cat /tmp/readme-registry.log >&2
+        exit 1
+      fi
+      ;;
     *--bin\ orchestrix-demo-banking-worker*)
       # Long-running: start it, wait for /readyz (bounded), run the README's
       # curl checks, stop it with SIGTERM and expect a clean exit.
@@ -48,7 +72,9 @@ for cmd in "${commands[@]}"; do
       ;;
     *)
       echo "[readme] $cmd" >&2
-      bash -c "$cmd" >/dev/null
+      # Bounded: a demo that cannot settle (a service missing) fails the
+      # step instead of holding CI until its time limit.
+      timeout 600 bash -c "$cmd" >/dev/null
       ;;
   esac
 done
