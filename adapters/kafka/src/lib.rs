@@ -13,10 +13,10 @@ pub mod transactional;
 
 pub use admin::ensure_topic;
 pub use config::KafkaConfig;
-pub use dead_letter_queue::KafkaDeadLetters;
 pub use consumer::{
     ConsumerBuilder, ConsumerStats, ConsumerWorker, LagProbe, OffsetHandler, PartitionLag,
 };
+pub use dead_letter_queue::KafkaDeadLetters;
 pub use error::{Error, Result};
 #[cfg(feature = "avro")]
 pub use ingest::{AvroIngestBuilder, AvroIngestMapper};

@@ -20,8 +20,8 @@ pub use connect::{connect, connect_options};
 pub use consumer::{
     ConsumerHandle, ConsumerStats, LagProbe, NatsConsumer, NatsConsumerBuilder, PartitionLag,
 };
-pub use error::NatsError;
 pub use dead_letter_queue::NatsDeadLetters;
+pub use error::NatsError;
 pub use handler::{CoreHandler, NatsDelivery, NatsHandler};
 /// The partition function shared with the in-process runtime.
 pub use orchestrix::runtime::partition_for;

@@ -185,7 +185,11 @@ async fn a_directory_walks_each_history_in_version_order() {
     ])
     .await;
     assert_eq!(code, 0, "{out}");
-    let v9 = out.find("Opened.v9.avsc").unwrap_or_else(|| panic!("{out}"));
-    let v10 = out.find("Opened.v10.avsc").unwrap_or_else(|| panic!("{out}"));
+    let v9 = out
+        .find("Opened.v9.avsc")
+        .unwrap_or_else(|| panic!("{out}"));
+    let v10 = out
+        .find("Opened.v10.avsc")
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(v9 < v10, "v9 registered first:\n{out}");
 }

@@ -421,7 +421,8 @@ pub(super) async fn consumers(State(c): Shared) -> PageResult {
             vec![
                 esc(&v.consumer),
                 esc(&v.group),
-                v.partition.map_or_else(|| "all".to_owned(), |p| p.to_string()),
+                v.partition
+                    .map_or_else(|| "all".to_owned(), |p| p.to_string()),
                 v.owner.as_deref().map_or_else(|| "—".to_owned(), esc),
                 v.position.map_or_else(|| "—".to_owned(), num),
                 lag,
