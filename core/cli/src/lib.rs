@@ -283,7 +283,15 @@ pub async fn run(cli: Cli, context: &Context, out: &mut Out<'_>) -> Result<(), F
             let ops = (context.connect)(store).await?;
             catalog::run(&args, &ops, out)
         }
-        Command::Console(args) => console::run(args, ops().await?, out).await,
+        Command::Console(args) => {
+            // With a bus, the Dead letters page lists and replays the bus's.
+            let mut ops = ops().await?;
+            if let Some(bus) = &urls.bus {
+                let queue = orchestrix_backends::dead_letters(bus, ops.app()).await?;
+                ops = ops.with_dead_letters(queue);
+            }
+            console::run(args, ops, out).await
+        }
         Command::Schema(cmd) => match schema::run(cmd).await {
             Ok(code) if code == ExitCode::SUCCESS => Ok(()),
             Ok(_) => Err(Failure {

@@ -162,7 +162,14 @@ impl Worker {
                     Box::pin(async move { consumer_views(&shared).await })
                 })
             };
-            let console = Console::new(Operations::application(self.app.clone()))
+            let mut ops = Operations::application(self.app.clone());
+            // On a bus, the Dead letters page lists and replays the bus's.
+            if let Some(url) = self.config.bus.url() {
+                ops = ops.with_dead_letters(
+                    orchestrix_backends::dead_letters(url, Some(&self.app)).await?,
+                );
+            }
+            let console = Console::new(ops)
                 .base("/console")
                 .token(token)
                 .consumers(source);

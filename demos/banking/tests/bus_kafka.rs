@@ -83,6 +83,7 @@ async fn a_worker_process_consumes_from_kafka_what_this_process_relays() {
         ready_contains: &["kafka group", "bank-balances", "saga-transfer"],
         settle: Duration::from_secs(55),
         stop: Duration::from_secs(30),
+        dead_letters_in: &["Dead letters in kafka topic(s) orx-bank-"],
     };
     worker_consumes_what_this_process_relays(&bus, scenario).await;
 }

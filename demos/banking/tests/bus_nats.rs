@@ -82,6 +82,7 @@ async fn a_worker_process_consumes_from_nats_what_this_process_relays() {
         ready_contains: &["nats group", "bank-balances"],
         settle: Duration::from_secs(60),
         stop: Duration::from_secs(40),
+        dead_letters_in: &["Dead letters in nats stream ORX_BANK_"],
     };
     worker_consumes_what_this_process_relays(&bus, scenario).await;
 }

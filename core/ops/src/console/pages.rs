@@ -539,7 +539,11 @@ pub(super) async fn dead_letters(
             ]
         })
         .collect();
-    let body = table(
+    let mut body = format!(
+        "<p id=\"dead-letter-queue\">Dead letters in {}.</p>",
+        esc(&c.ops.inspector().dead_letter_queue().describe())
+    );
+    body += &table(
         "dead-letters",
         &[
             "id",

@@ -115,6 +115,9 @@ pub struct WorkerScenario {
     pub settle: Duration,
     /// How long the worker may take to exit after SIGTERM.
     pub stop: Duration,
+    /// Texts the console's Dead letters page must contain (where the bus
+    /// keeps them).
+    pub dead_letters_in: &'static [&'static str],
 }
 
 /// Two processes: the worker binary consumes from `bus` while this process
@@ -230,6 +233,12 @@ pub async fn worker_consumes_what_this_process_relays(bus: &str, scenario: Worke
     let (status, page) = get(port, "/console/consumers").await.unwrap();
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<table id=\"consumers\">"), "{page}");
+    // Its Dead letters page reads the bus's dead letters, not the store's.
+    let (status, page) = get(port, "/console/dlq").await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    for part in scenario.dead_letters_in {
+        assert!(page.contains(part), "dead letters on the bus: {page}");
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = get(port, "/console/api/consumers").await.unwrap();
