@@ -324,6 +324,9 @@ pub async fn main_with(context: Context) -> ExitCode {
     let _ = out.w.flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`orchestrix ... | head`): stop quietly, as
+        // Unix tools do.
+        Err(f) if is_broken_pipe(&f.error) => ExitCode::SUCCESS,
         Err(f) => {
             // "some schemas failed" was already reported line by line.
             if !(f.code == EXIT_FAILED && f.error.to_string() == "some schemas failed") {
@@ -332,4 +335,12 @@ pub async fn main_with(context: Context) -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -3,6 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `println!` that returns the write error (a closed pipe, `| head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use orchestrix_avro::ParsedSchema;
@@ -139,14 +148,14 @@ pub async fn run(cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
 async fn list(registry: &dyn SchemaRegistry) -> anyhow::Result<ExitCode> {
     let subjects = registry.subjects().await?;
     if subjects.is_empty() {
-        println!("no subjects");
+        say!("no subjects");
     }
     for subject in subjects {
         let versions = registry.versions(&subject).await?;
         let latest = registry.version(&subject, VersionSpec::Latest).await?;
         let level = registry.config(Some(&subject), true).await?;
         let versions: Vec<String> = versions.iter().map(ToString::to_string).collect();
-        println!(
+        say!(
             "{subject}\tversions {}\tlatest id {}\t{level}",
             versions.join(","),
             latest.id
@@ -167,7 +176,7 @@ async fn files_command(args: FilesArgs, register: bool) -> anyhow::Result<ExitCo
         let loaded = match load(path, args.subject.as_deref()) {
             Ok(l) => l,
             Err(reason) => {
-                println!("FAIL {shown}: invalid schema: {reason}");
+                say!("FAIL {shown}: invalid schema: {reason}");
                 failed += 1;
                 continue;
             }
@@ -179,7 +188,7 @@ async fn files_command(args: FilesArgs, register: bool) -> anyhow::Result<ExitCo
         };
         match outcome {
             Ok(line) => {
-                println!(
+                say!(
                     "ok   {} ({}): {line}",
                     loaded.subject,
                     loaded.path.display()
@@ -187,13 +196,13 @@ async fn files_command(args: FilesArgs, register: bool) -> anyhow::Result<ExitCo
                 ok += 1;
             }
             Err(Failure::Refused(lines)) => {
-                println!(
+                say!(
                     "FAIL {} ({}): incompatible with what is registered:",
                     loaded.subject,
                     loaded.path.display()
                 );
                 for l in lines {
-                    println!("       - {l}");
+                    say!("       - {l}");
                 }
                 failed += 1;
             }
@@ -201,7 +210,7 @@ async fn files_command(args: FilesArgs, register: bool) -> anyhow::Result<ExitCo
         }
     }
     let verb = if register { "registered" } else { "checked" };
-    println!("{} schema(s) {verb}: {ok} ok, {failed} failed", ok + failed);
+    say!("{} schema(s) {verb}: {ok} ok, {failed} failed", ok + failed);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
