@@ -476,7 +476,8 @@ pub trait IntoProjection {
 
 impl<V: View> IntoProjection for V {
     fn register(self, builder: &mut ApplicationBuilder, config: ConsumerConfig) -> Result<()> {
-        let projection = ViewProjection::new(self, builder.read_models.clone());
+        let projection = ViewProjection::new(self, builder.read_models.clone())
+            .with_codec(builder.store.codec().clone());
         builder
             .registrations
             .add_projection(Arc::new(projection), config)?;

@@ -244,3 +244,62 @@ async fn resolution_alone_goes_from_v1_to_v3_in_one_step() {
         .unwrap();
     assert!(codec.decode_latest(WITHDRAWN, 1, &bytes).is_err());
 }
+
+/// A typed `View` on an Avro store reads through the store's codec and
+/// upcasters (it decoded payloads as JSON only, and failed on every event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_view_reads_avro_events_through_the_store_codec() {
+    #[derive(Debug, Default)]
+    struct Totals;
+    impl orchestrix::View for Totals {
+        const NAME: &'static str = "totals";
+        type Event = AccountEvent;
+        type Row = i64;
+        fn update(&self, row: &mut i64, event: &AccountEvent, _: &orchestrix::RecordedEvent) {
+            match event {
+                AccountEvent::Deposited { amount, .. } => *row += amount,
+                AccountEvent::Withdrawn { cents, .. } => *row -= cents,
+            }
+        }
+    }
+
+    let codec = AvroCodec::new(schemas());
+    let store = store(&codec);
+    let stream = StreamId::parse("account-7").unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedRevision::NoStream,
+            vec![
+                old_record(
+                    &codec,
+                    DEPOSITED,
+                    1,
+                    &json!({"account": "7", "amount": 500}),
+                ),
+                old_record(
+                    &codec,
+                    WITHDRAWN,
+                    1,
+                    &json!({"account": "7", "euros": 1.25}),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let app = orchestrix::Application::builder(store)
+        .projection(Totals)
+        .build()
+        .unwrap();
+    let runtime = orchestrix::runtime::Runtime::start(&app).await.unwrap();
+    runtime.catch_up().await.unwrap();
+    let totals = app.read_model::<Totals>().unwrap();
+    assert_eq!(totals.get("7").await.unwrap(), Some(375));
+    assert!(
+        runtime
+            .monitors()
+            .iter()
+            .all(|m| m.processed_position() == 2)
+    );
+    runtime.shutdown().await.unwrap();
+}

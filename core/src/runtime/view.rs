@@ -267,6 +267,9 @@ fn decode_row<V: View>(value: serde_json::Value) -> Result<V::Row> {
 pub struct ViewProjection<V: View> {
     view: V,
     store: Arc<dyn ReadModelStore>,
+    /// The event store's codec: payloads in its content type are decoded
+    /// with it (Avro, crypto-shredding), others as JSON.
+    codec: Arc<dyn crate::codec::Codec>,
 }
 
 impl<V: View> fmt::Debug for ViewProjection<V> {
@@ -282,7 +285,39 @@ impl<V: View> ViewProjection<V> {
     /// `view` keeping its rows in `store`.
     #[must_use]
     pub fn new(view: V, store: Arc<dyn ReadModelStore>) -> Self {
-        Self { view, store }
+        Self {
+            view,
+            store,
+            codec: Arc::new(crate::codec::JsonCodec),
+        }
+    }
+
+    /// Decodes payloads stored in `codec`'s content type with it (the event
+    /// store's codec: an application registers its views with it).
+    #[must_use]
+    pub fn with_codec(mut self, codec: Arc<dyn crate::codec::Codec>) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    fn decode(&self, recorded: &RecordedEvent) -> Result<V::Event> {
+        let record = &recorded.record;
+        if record.content_type != self.codec.content_type() {
+            return recorded.decode();
+        }
+        let payload = self
+            .codec
+            .decode(&record.event_type, record.schema_version, &record.data)?;
+        V::Event::from_payload(&record.event_type, payload).map_err(|e| match e {
+            Error::UnknownEventType {
+                event_type, target, ..
+            } => Error::UnknownEventType {
+                event_type,
+                version: record.schema_version,
+                target,
+            },
+            other => other,
+        })
     }
 
     /// The query side.
@@ -303,7 +338,7 @@ impl<V: View> Projection for ViewProjection<V> {
     }
 
     async fn apply(&self, recorded: &RecordedEvent) -> Result<()> {
-        let event: V::Event = recorded.decode()?;
+        let event = self.decode(recorded)?;
         let Some(key) = self.view.key(&event, recorded) else {
             return Ok(());
         };
