@@ -534,21 +534,29 @@ impl BusRuntime {
             sampler.abort();
             let _ = sampler.await;
         }
-        let mut result = Ok(());
-        for consumer in std::mem::take(&mut self.consumers) {
-            result = result.and(match consumer {
-                #[cfg(feature = "nats")]
-                BusConsumer::Nats(c) => c.shutdown().await,
-                #[cfg(feature = "kafka")]
-                BusConsumer::Kafka(cell) => {
-                    let worker = cell.lock().unwrap_or_else(PoisonError::into_inner).take();
-                    match worker {
-                        Some(w) => w.shutdown().await.map_err(Error::from),
-                        None => Ok(()),
+        // Every group at once: a Kafka member whose leave waits behind a
+        // join the broker holds costs its bounded wait once, not once per
+        // group.
+        let stops = std::mem::take(&mut self.consumers)
+            .into_iter()
+            .map(|consumer| async move {
+                match consumer {
+                    #[cfg(feature = "nats")]
+                    BusConsumer::Nats(c) => c.shutdown().await,
+                    #[cfg(feature = "kafka")]
+                    BusConsumer::Kafka(cell) => {
+                        let worker = cell.lock().unwrap_or_else(PoisonError::into_inner).take();
+                        match worker {
+                            Some(w) => w.shutdown().await.map_err(Error::from),
+                            None => Ok(()),
+                        }
                     }
                 }
             });
-        }
+        let mut result = futures::future::join_all(stops)
+            .await
+            .into_iter()
+            .fold(Ok(()), Result::and);
         if let Some(local) = self.local.take() {
             result = result.and(local.shutdown().await);
         }
