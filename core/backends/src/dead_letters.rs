@@ -14,6 +14,11 @@
 //! Without `stream` (NATS) or `prefix` (Kafka) in the URL the names derive
 //! from the application's name, as the bus runtime's do, so the application
 //! is needed then.
+//!
+//! With `format=avro` (feature `avro`) a letter's Confluent-framed value is
+//! decoded through the registry before a handler sees it on replay: to the
+//! reader's version with `schemas=DIR` in the URL, else to the version it was
+//! written with (the letter keeps the original bytes either way).
 
 use std::sync::Arc;
 
@@ -43,14 +48,70 @@ pub async fn dead_letters(
     url: &str,
     app: Option<&Application>,
 ) -> Result<Arc<dyn DeadLetterQueue>> {
-    let (adapter_url, _format) = crate::format::split_format(url)?;
+    let (adapter_url, format) = crate::format::split_format(url)?;
     let parsed = BackendUrl::parse(&adapter_url)?;
-    match parsed.scheme() {
-        Scheme::Nats => nats(&parsed, app).await,
-        Scheme::Kafka => kafka(&adapter_url, app),
-        _ => Ok(Arc::new(StoreDeadLetters::new(
-            crate::open_store(url).await?,
-        ))),
+    let queue = match parsed.scheme() {
+        Scheme::Nats => nats(&parsed, app).await?,
+        Scheme::Kafka => kafka(&adapter_url, app)?,
+        _ => {
+            return Ok(Arc::new(StoreDeadLetters::new(
+                crate::open_store(url).await?,
+            )));
+        }
+    };
+    #[cfg(feature = "avro")]
+    let catalog = Some(orchestrix_avro::AvroSchemas::new());
+    #[cfg(not(feature = "avro"))]
+    let catalog = None;
+    Ok(match crate::format::value_format(&format, catalog)? {
+        Some(format) => Arc::new(Decoded {
+            inner: queue,
+            format,
+        }),
+        None => queue,
+    })
+}
+
+/// A bus's dead letters whose values are in a wire format (Avro): the event
+/// a letter stands for is decoded as a bus consumer decodes it.
+#[derive(Debug)]
+struct Decoded {
+    inner: Arc<dyn DeadLetterQueue>,
+    format: Arc<dyn orchestrix::wire::ValueFormat>,
+}
+
+#[async_trait::async_trait]
+impl DeadLetterQueue for Decoded {
+    fn describe(&self) -> String {
+        format!("{} ({} values)", self.inner.describe(), self.format.name())
+    }
+
+    async fn list(
+        &self,
+        filter: &orchestrix::dead_letter::DeadLetterFilter,
+    ) -> Result<Vec<orchestrix::store::DeadLetter>> {
+        self.inner.list(filter).await
+    }
+
+    async fn get(&self, id: uuid::Uuid) -> Result<Option<orchestrix::store::DeadLetter>> {
+        self.inner.get(id).await
+    }
+
+    async fn resolve(&self, id: uuid::Uuid) -> Result<bool> {
+        self.inner.resolve(id).await
+    }
+
+    async fn event(
+        &self,
+        letter: &orchestrix::store::DeadLetter,
+    ) -> Result<orchestrix::RecordedEvent> {
+        let event = self.inner.event(letter).await?;
+        let topic = letter
+            .headers
+            .get(orchestrix::dead_letter::header::ORIGINAL_TOPIC)
+            .cloned()
+            .unwrap_or_default();
+        self.format.inbound(&topic, event).await
     }
 }
 
