@@ -87,7 +87,7 @@ async fn avro_bus_dead_letters_replay_decoded_through_the_registry() {
 
     let amounts = [10_i64, 500, 20, 700, 30];
     for (n, amount) in amounts.iter().enumerate() {
-        let stream = StreamId::parse(&format!("account-{n}")).unwrap();
+        let stream = StreamId::parse(format!("account-{n}")).unwrap();
         store
             .append(
                 &stream,
