@@ -148,8 +148,7 @@ impl EventFields {
 ///
 /// Register field paths per event type (every version) or per event type and
 /// version; a version-specific entry wins. With the `avro` feature, read them
-/// from an Avro schema's field properties instead
-/// ([`avro`](Self::avro)).
+/// from an Avro schema's field properties instead (`PersonalFields::avro`).
 ///
 /// ```
 /// use orchestrix_gdpr::PersonalFields;

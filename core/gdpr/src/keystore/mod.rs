@@ -6,7 +6,7 @@
 //!
 //! Implementations: [`MemoryKeyStore`] (tests, examples),
 //! [`SqliteKeyStore`](sqlite::SqliteKeyStore) (feature `sqlite`, default) and
-//! [`PostgresKeyStore`](postgres::PostgresKeyStore) (feature `postgres`).
+//! `postgres::PostgresKeyStore` (feature `postgres`).
 
 use std::collections::BTreeMap;
 use std::fmt;
