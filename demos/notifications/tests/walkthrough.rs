@@ -163,3 +163,26 @@ async fn the_binary_runs_twice_with_the_dispatcher_on_kafka() {
         run_binary(&store, Some(&bus)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_twice_on_one_postgres_store() {
+    let Some(base) = require(Service::Postgres) else {
+        return;
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let store = format!("{base}{sep}schema=notify_{}", unique());
+    for _ in 0..2 {
+        run_binary(&store, None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_twice_on_one_scylla_keyspace() {
+    let Some(base) = require(Service::Cql) else {
+        return;
+    };
+    let store = format!("{}/notify_{}", base.trim_end_matches('/'), unique());
+    for _ in 0..2 {
+        run_binary(&store, None).await;
+    }
+}
