@@ -436,7 +436,9 @@ impl<S: Saga> SagaEngine<S> {
         let cx = SagaContext {
             correlation,
             state: &instance.state,
-            is_new: !instance.exists(),
+            // New until a trigger was handled: a write-ahead plan alone (a crash
+            // before the first trigger was recorded) does not make it old.
+            is_new: instance.handled.is_empty(),
             now,
         };
         let steps = match trigger {
@@ -446,6 +448,50 @@ impl<S: Saga> SagaEngine<S> {
         if steps.is_empty() && matches!(trigger, Trigger::Event(_)) {
             return Ok(HandleOutcome::Ignored);
         }
+
+        // Write ahead: the commands this trigger sends are recorded before
+        // any runs, so that a crash (or a concurrent writer) between a
+        // command's effect and the record of it leaves the command in doubt,
+        // which compensation settles, instead of unknown.
+        let mut planned = Vec::new();
+        for (index, step) in steps.iter().enumerate() {
+            if let SagaStep::Send {
+                command,
+                compensation,
+            } = step
+            {
+                planned.push(EngineRecord::CommandPlanned {
+                    command_id: command_id::<S>(correlation, &trigger_id, index, command)?,
+                    command: command.clone(),
+                    compensation: compensation.clone(),
+                });
+            }
+        }
+        let instance = if planned.is_empty() {
+            instance
+        } else {
+            let mut plan = Batch::new(instance);
+            if !plan.working.exists() {
+                plan.push(Entry::Engine(EngineRecord::Started {
+                    saga: S::NAME.to_owned(),
+                    correlation: correlation.to_owned(),
+                }));
+            }
+            for record in planned {
+                plan.push(Entry::Engine(record));
+            }
+            let metadata = Metadata {
+                correlation_id: Some(correlation.to_owned()),
+                causation_id: Some(trigger_id.clone()),
+                ..Metadata::default()
+            };
+            let revision = self
+                .append(stream, plan.base, &metadata, &plan.entries)
+                .await?;
+            let mut working = plan.working;
+            working.revision = Some(revision);
+            working
+        };
 
         let mut batch = Batch::new(instance);
         if !batch.working.exists() {
@@ -468,6 +514,8 @@ impl<S: Saga> SagaEngine<S> {
         let mut failure = None;
         let mut finished = false;
         let mut commands = 0;
+        // The planned commands not attempted yet (skipped if the loop stops).
+        let mut unattempted: BTreeSet<String> = batch.working.in_doubt.keys().cloned().collect();
         for (index, step) in steps.into_iter().enumerate() {
             match step {
                 SagaStep::Record(e) => batch.push(Entry::Saga(e)),
@@ -476,6 +524,7 @@ impl<S: Saga> SagaEngine<S> {
                     compensation,
                 } => {
                     let command_id = command_id::<S>(correlation, &trigger_id, index, &command)?;
+                    unattempted.remove(&command_id);
                     let mut context = self.context(correlation, &trigger_id, &command_id);
                     context.traceparent.clone_from(&traceparent);
                     match command.clone().dispatch(&app, context).await {
@@ -560,6 +609,12 @@ impl<S: Saga> SagaEngine<S> {
                     failure = Some(reason);
                     break;
                 }
+            }
+        }
+        for command_id in unattempted {
+            // Only this trigger's plan: in doubt from an earlier trigger stays.
+            if command_id.starts_with(&format!("{}:{correlation}:{trigger_id}:", S::NAME)) {
+                batch.push(Entry::Engine(EngineRecord::CommandSkipped { command_id }));
             }
         }
         if finished || failure.is_some() {
@@ -666,17 +721,54 @@ impl<S: Saga> SagaEngine<S> {
         instance: SagaInstance<S>,
     ) -> Result<SagaInstance<S>> {
         let correlation = instance.correlation.clone();
-        let pending: Vec<(usize, S::Command)> = instance
-            .pending_compensations()
-            .map(|(i, c)| (i, c.clone()))
-            .collect();
         let original = instance
             .reason
             .clone()
             .unwrap_or_else(|| "the saga failed".to_owned());
+        let in_doubt: Vec<(String, S::Command, Option<S::Command>)> = instance
+            .in_doubt
+            .iter()
+            .map(|(id, (c, comp))| (id.clone(), c.clone(), comp.clone()))
+            .collect();
         let mut batch = Batch::new(instance);
         let mut error = None;
         let mut rejected = false;
+        // Settle the commands in doubt first: sent again under their own ids,
+        // each runs now or is recognised as already applied, so that its
+        // compensation (pushed last, run first) undoes it either way.
+        for (command_id, command, compensation) in in_doubt {
+            let context = self.context(&correlation, "settle", &command_id);
+            match command.clone().dispatch(app, context).await {
+                Ok(outcome) => batch.push(Entry::Engine(EngineRecord::CommandSent {
+                    command_id,
+                    command,
+                    compensation,
+                    stream_id: outcome.stream_id.to_string(),
+                    revision: outcome.revision,
+                    duplicate: outcome.duplicate,
+                })),
+                Err(e @ Error::Rejected { .. }) => {
+                    batch.push(Entry::Engine(EngineRecord::CommandRejected {
+                        command_id,
+                        command,
+                        reason: e.to_string(),
+                    }));
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let pending: Vec<(usize, S::Command)> = if error.is_some() {
+            Vec::new()
+        } else {
+            batch
+                .working
+                .pending_compensations()
+                .map(|(i, c)| (i, c.clone()))
+                .collect()
+        };
         for (index, command) in pending {
             let command_id = format!("{}:{correlation}:compensate:{index}", S::NAME);
             let context = self.context(&correlation, "compensation", &command_id);

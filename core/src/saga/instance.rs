@@ -88,6 +88,10 @@ pub struct SagaInstance<S: Saga> {
     pub commands_sent: usize,
     /// Ids of handled triggers (event ids and timer ids).
     pub handled: HashSet<String>,
+    /// Commands recorded as planned whose outcome is not recorded (the
+    /// process stopped between sending and recording), by command id, with
+    /// their compensation.
+    pub in_doubt: BTreeMap<String, (S::Command, Option<S::Command>)>,
 }
 
 impl<S: Saga> fmt::Debug for SagaInstance<S> {
@@ -118,6 +122,7 @@ impl<S: Saga> Clone for SagaInstance<S> {
             compensations: self.compensations.clone(),
             commands_sent: self.commands_sent,
             handled: self.handled.clone(),
+            in_doubt: self.in_doubt.clone(),
         }
     }
 }
@@ -134,6 +139,7 @@ impl<S: Saga> SagaInstance<S> {
             compensations: Vec::new(),
             commands_sent: 0,
             handled: HashSet::new(),
+            in_doubt: BTreeMap::new(),
         }
     }
 
@@ -167,7 +173,23 @@ impl<S: Saga> SagaInstance<S> {
             EngineRecord::TriggerHandled { trigger, .. } => {
                 self.handled.insert(trigger.clone());
             }
-            EngineRecord::CommandSent { compensation, .. } => {
+            EngineRecord::CommandPlanned {
+                command_id,
+                command,
+                compensation,
+            } => {
+                self.in_doubt
+                    .insert(command_id.clone(), (command.clone(), compensation.clone()));
+            }
+            EngineRecord::CommandSkipped { command_id } => {
+                self.in_doubt.remove(command_id);
+            }
+            EngineRecord::CommandSent {
+                command_id,
+                compensation,
+                ..
+            } => {
+                self.in_doubt.remove(command_id);
                 self.commands_sent += 1;
                 if let Some(c) = compensation {
                     self.compensations.push(PendingCompensation {
@@ -176,7 +198,10 @@ impl<S: Saga> SagaInstance<S> {
                     });
                 }
             }
-            EngineRecord::CommandRejected { reason, .. } => {
+            EngineRecord::CommandRejected {
+                command_id, reason, ..
+            } => {
+                self.in_doubt.remove(command_id);
                 self.reason.get_or_insert_with(|| reason.clone());
             }
             EngineRecord::CompensationRegistered { compensation } => {

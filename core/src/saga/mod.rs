@@ -20,6 +20,12 @@
 //!   deterministic command id (`{saga}:{correlation}:{trigger}:{step}:{hash}`):
 //!   a trigger delivered again re-sends the same ids, and the aggregate's
 //!   executor drops the duplicates.
+//! - **Write-ahead.** A trigger's commands are recorded as planned
+//!   (`orchestrix.saga.CommandPlanned`, with their compensations) before any
+//!   of them runs, and their outcomes after. A command whose outcome a crash
+//!   kept from being recorded is *in doubt*; before compensating, the engine
+//!   settles it by sending it again under its id (it runs now, or its
+//!   aggregate recognises it), so that its compensation undoes it either way.
 //! - **Compensation.** A step sent with a compensation (or a compensation
 //!   registered on its own) is pushed on a stack; when the saga fails (a
 //!   command is rejected, [`SagaStep::fail`], a timeout) the stack is unwound

@@ -25,6 +25,18 @@ pub(crate) enum EngineRecord<C> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         position: Option<u64>,
     },
+    /// A command is about to be sent (recorded before it runs, so that a
+    /// crash before its outcome is recorded leaves it in doubt rather than
+    /// unknown: compensation first settles it by its deterministic id).
+    CommandPlanned {
+        command_id: String,
+        command: C,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compensation: Option<C>,
+    },
+    /// A planned command was not sent: an earlier step of its trigger
+    /// failed or finished the saga.
+    CommandSkipped { command_id: String },
     /// A command was executed (or recognised as a duplicate by its aggregate).
     CommandSent {
         command_id: String,
@@ -82,6 +94,8 @@ impl<C: SagaCommand> EngineRecord<C> {
         match self {
             Self::Started { .. } => "Started",
             Self::TriggerHandled { .. } => "TriggerHandled",
+            Self::CommandPlanned { .. } => "CommandPlanned",
+            Self::CommandSkipped { .. } => "CommandSkipped",
             Self::CommandSent { .. } => "CommandSent",
             Self::CommandRejected { .. } => "CommandRejected",
             Self::CompensationRegistered { .. } => "CompensationRegistered",
