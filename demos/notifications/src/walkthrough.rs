@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use orchestrix::dead_letter::{DeadLetterFilter, DeadLetterQueue, StoreDeadLetters};
-use orchestrix::runtime::{RetryPolicy, Runtime};
+use orchestrix::runtime::Runtime;
 use orchestrix::store::DeadLetter;
 use orchestrix::{Application, Store};
 use orchestrix_backends::BusOptions;
@@ -196,7 +196,7 @@ pub async fn run(
         .handler();
     // The provider is still flaky: each replay is retried under the same
     // policy as live delivery (exponential backoff with jitter).
-    let policy = RetryPolicy::exponential(6, Duration::from_millis(20), Duration::from_millis(400));
+    let policy = crate::retry_policy();
     let mut replayed = 0;
     for letter in &transient {
         let mut attempt = 1;
