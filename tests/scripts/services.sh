@@ -212,11 +212,13 @@ start_cql() {
     # that ran out of memory or holds more than one run's worth, with fresh
     # data.
     keyspaces=$(find "$dir/data/data" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
-    if ! grep -q 'OutOfMemory' "$dir/cassandra.log" 2>/dev/null && [ "$keyspaces" -le 45 ]; then
+    # (The JVM's own command line in the log names -XX:+ExitOnOutOfMemoryError.)
+    if ! grep -qE 'java\.lang\.OutOfMemoryError|OutOfMemory error' "$dir/cassandra.log" 2>/dev/null \
+      && [ "$keyspaces" -le 45 ]; then
       svc_log "cql: up"
       return 0
     fi
-    svc_log "cql: restarting with fresh data ($keyspaces keyspaces; out of memory: $(grep -c 'OutOfMemory' "$dir/cassandra.log" 2>/dev/null || echo 0))"
+    svc_log "cql: restarting with fresh data ($keyspaces keyspaces, or it ran out of memory)"
     if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; fi
     local tries=0
     while svc_port_open 127.0.0.1 9042 && [ "$tries" -lt 120 ]; do sleep 0.5; tries=$((tries + 1)); done
