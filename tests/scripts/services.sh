@@ -219,9 +219,16 @@ start_cql() {
       return 0
     fi
     svc_log "cql: restarting with fresh data ($keyspaces keyspaces, or it ran out of memory)"
-    if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; fi
-    local tries=0
-    while svc_port_open 127.0.0.1 9042 && [ "$tries" -lt 120 ]; do sleep 0.5; tries=$((tries + 1)); done
+    # Wait for the process to exit, not only for its port to close: it keeps
+    # writing its data directory while it shuts down, and a fresh node on a
+    # directory wiped under it finds half-written system tables.
+    local pid="" tries=0
+    if [ -f "$dir/pid" ]; then pid=$(cat "$dir/pid"); kill "$pid" 2>/dev/null || true; fi
+    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 120 ]; do
+      sleep 0.5
+      tries=$((tries + 1))
+    done
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; sleep 1; fi
     if svc_port_open 127.0.0.1 9042; then
       svc_log "cql: the old node does not stop (not started by this script?)"
       return 1
