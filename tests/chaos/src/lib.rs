@@ -71,6 +71,28 @@ where
     }
 }
 
+/// Waits until a server started by a test has written `started` to its log
+/// at `log` and accepts connections on `127.0.0.1:port`.
+///
+/// # Errors
+/// When `limit` passes first.
+pub async fn wait_started(
+    what: &str,
+    log: &std::path::Path,
+    started: &str,
+    port: u16,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    poll(what, limit, Duration::from_millis(100), || async move {
+        let logged = std::fs::read_to_string(log).is_ok_and(|l| l.contains(started));
+        let open = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        (logged && open).then_some(())
+    })
+    .await
+}
+
 /// `GET path` on `127.0.0.1:port`: status code and body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

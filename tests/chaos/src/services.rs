@@ -396,22 +396,12 @@ impl Kafka {
             .spawn()
             .context("starting the Kafka broker")?;
         self.child = Some(child);
-        let port = self.port;
-        crate::poll(
+        crate::wait_started(
             "the Kafka broker started",
+            &log_path,
+            "Kafka Server started",
+            self.port,
             Duration::from_secs(120),
-            Duration::from_millis(100),
-            || {
-                let log_path = log_path.clone();
-                async move {
-                    let started = std::fs::read_to_string(&log_path)
-                        .is_ok_and(|l| l.contains("Kafka Server started"));
-                    let open = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok();
-                    (started && open).then_some(())
-                }
-            },
         )
         .await
     }

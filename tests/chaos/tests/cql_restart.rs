@@ -178,22 +178,12 @@ impl Cassandra {
             .spawn()
             .context("starting Cassandra")?;
         self.child = Some(child);
-        let port = self.port;
-        poll(
+        orchestrix_chaos::wait_started(
             "the Cassandra node listening for CQL clients",
+            &log_path,
+            "Starting listening for CQL clients",
+            self.port,
             Duration::from_secs(150),
-            Duration::from_millis(100),
-            || {
-                let log_path = log_path.clone();
-                async move {
-                    let listening = std::fs::read_to_string(&log_path)
-                        .is_ok_and(|l| l.contains("Starting listening for CQL clients"));
-                    let open = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok();
-                    (listening && open).then_some(())
-                }
-            },
         )
         .await
     }

@@ -5,11 +5,14 @@
 //! fixed handler each event decoded through the registry, as the live
 //! consumer would have seen it, and resolves it.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::unique;
 use orchestrix::dead_letter::DeadLetterFilter;
 use orchestrix::runtime::{Delivery, EventHandler};
 use orchestrix::store::ExpectedRevision;
@@ -64,7 +67,7 @@ async fn avro_bus_dead_letters_replay_decoded_through_the_registry() {
     )
     .await
     .unwrap();
-    let id = uuid_like();
+    let id = unique("");
     let url = format!(
         "kafka://{brokers}?prefix=avrodlq-{id}&partitions=2&session.timeout.ms=6000&heartbeat.interval.ms=1000&format=avro&registry=http://{}",
         registry.local_addr()
@@ -135,11 +138,4 @@ async fn avro_bus_dead_letters_replay_decoded_through_the_registry() {
     );
     assert!(queue.list(&filter).await.unwrap().is_empty(), "resolved");
     registry.shutdown().await.unwrap();
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}", nanos ^ u128::from(std::process::id()))
 }

@@ -12,12 +12,15 @@
 //! - the guide's schema-evolution walk-through on a live topic (v1 producer
 //!   and consumer running, v2 registered, v2 producer joins; v3 refused).
 
+mod common;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::{read_all, unique};
 use orchestrix::relay::{Relay, RelayConfig};
 use orchestrix::runtime::{Delivery, EventHandler};
 use orchestrix::store::{ExpectedRevision, Filter};
@@ -26,11 +29,8 @@ use orchestrix::{EventRecord, RecordedEvent, Store, StreamId};
 use orchestrix_avro::{AvroCodec, AvroSchemas};
 use orchestrix_kafka::publisher::encode_event;
 use orchestrix_kafka::rdkafka::ClientConfig;
-use orchestrix_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
-use orchestrix_kafka::rdkafka::error::KafkaError;
 use orchestrix_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use orchestrix_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher, KafkaRecord};
+use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher};
 use orchestrix_schema_registry::server::{ServerHandle, serve};
 use orchestrix_schema_registry::{AvroWireFormat, ConfluentAvro, EmbeddedRegistry, RegistryClient};
 use orchestrix_testkit::services::{Service, require};
@@ -43,13 +43,6 @@ const DEPOSITED_V1: &str = r#"{"type":"record","name":"MoneyDeposited","namespac
 // v2 adds an optional field: BACKWARD compatible.
 const DEPOSITED_V2: &str = r#"{"type":"record","name":"MoneyDeposited","namespace":"com.acme.bank",
   "fields":[{"name":"amount","type":"long"},{"name":"memo","type":["null","string"],"default":null}]}"#;
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}{:x}", nanos ^ u128::from(std::process::id()))
-}
 
 fn config(brokers: &str) -> KafkaConfig {
     let mut c = KafkaConfig {
@@ -100,40 +93,6 @@ fn http_get(addr: SocketAddr, path: &str) -> Value {
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-fn read_all(brokers: &str, topic: &str) -> Vec<KafkaRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("independent"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut done = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < partitions.len() {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                done.insert(p);
-            }
-            Some(Err(e)) => panic!("{e}"),
-            Some(Ok(m)) => out.push(KafkaRecord::from_message(&m)),
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

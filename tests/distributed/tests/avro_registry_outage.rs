@@ -12,6 +12,8 @@
 //!   not cached while the registry is down retries (a transient error) and
 //!   dead-letters nothing; it decodes everything once the registry is back.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::{read_all, unique};
 use orchestrix::relay::{Relay, RelayConfig};
 use orchestrix::runtime::{Delivery, EventHandler};
 use orchestrix::store::{ExpectedRevision, Filter};
@@ -26,11 +29,7 @@ use orchestrix::wire::{ValueFormat, WireDecoding};
 use orchestrix::{EventRecord, RecordedEvent, Store, StreamId};
 use orchestrix_avro::{AvroCodec, AvroSchemas};
 use orchestrix_kafka::config::RetryConfig;
-use orchestrix_kafka::rdkafka::ClientConfig;
-use orchestrix_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
-use orchestrix_kafka::rdkafka::error::KafkaError;
-use orchestrix_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher, KafkaRecord};
+use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher};
 use orchestrix_schema_registry::server::{ServerHandle, serve};
 use orchestrix_schema_registry::{
     AvroWireFormat, ConfluentAvro, EmbeddedRegistry, RegistryClient, SchemaRegistry as _,
@@ -47,13 +46,6 @@ const DEPOSITED_V1: &str = r#"{"type":"record","name":"MoneyDeposited","namespac
   "fields":[{"name":"amount","type":"long"}]}"#;
 const WITHDRAWN_V1: &str = r#"{"type":"record","name":"MoneyWithdrawn","namespace":"com.acme.bank",
   "fields":[{"name":"amount","type":"long"}]}"#;
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}{:x}", nanos ^ u128::from(std::process::id()))
-}
 
 fn config(brokers: &str) -> KafkaConfig {
     let mut c = KafkaConfig {
@@ -163,41 +155,6 @@ fn event(kind: &str, n: u64) -> EventRecord {
         json!({"amount": n})
     };
     EventRecord::json(kind, 1, &payload)
-}
-
-/// Every record of `topic`, partition by partition, to its end.
-fn read_all(brokers: &str, topic: &str) -> Vec<KafkaRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("outage-reader"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut done = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done.len() < partitions.len() {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                done.insert(p);
-            }
-            Some(Err(e)) => panic!("{e}"),
-            Some(Ok(m)) => out.push(KafkaRecord::from_message(&m)),
-        }
-    }
-    out
 }
 
 fn schema_id(value: &[u8]) -> u32 {
