@@ -14,8 +14,9 @@
 //! skipped.
 //!
 //! The worker processes are this test binary, started again with
-//! `nats_kill_worker_process --exact --ignored` and a job in an environment
-//! variable; closing their stdin asks them to shut down gracefully.
+//! `nats_kill_test_read_model_exact_after_sigkill --exact` and a job in an
+//! environment variable (with it set, the test runs as a worker); closing
+//! their stdin asks them to shut down gracefully.
 
 mod common;
 
@@ -205,13 +206,11 @@ async fn run_worker(job: Job) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "a worker process of nats_kill_test, started by it"]
-fn nats_kill_worker_process() {
-    let Ok(job) = std::env::var(WORKER_ENV) else {
-        return;
-    };
-    let job: Job = serde_json::from_str(&job).expect("worker job");
+/// The worker process: this test binary started again by
+/// `nats_kill_test_read_model_exact_after_sigkill` with a job in
+/// `WORKER_ENV`.
+async fn nats_kill_worker_process(job: &str) {
+    let job: Job = serde_json::from_str(job).expect("worker job");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -219,12 +218,7 @@ fn nats_kill_worker_process() {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run_worker(job)).expect("worker failed");
+    run_worker(job).await.expect("worker failed");
 }
 
 // ---------------------------------------------------------------- parent --
@@ -239,9 +233,8 @@ impl Workers {
         let log = std::fs::File::create(self.dir.join(format!("{}.log", job.worker))).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "nats_kill_worker_process",
+                "nats_kill_test_read_model_exact_after_sigkill",
                 "--exact",
-                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -301,6 +294,10 @@ async fn setup_schema(pg: &tokio_postgres::Client, schema: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_kill_test_read_model_exact_after_sigkill() {
+    if let Ok(job) = std::env::var(WORKER_ENV) {
+        // Started by this test as one of its worker processes.
+        return nats_kill_worker_process(&job).await;
+    }
     if !common::nats_available("nats_kill_test").await
         || !common::postgres_available("nats_kill_test").await
     {

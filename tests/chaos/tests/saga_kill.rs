@@ -15,8 +15,9 @@
 //! total is the deposits, no withdrawals); no timeout fired twice for one
 //! saga instance.
 //!
-//! The child is this test binary, started again with `saga_kill_child
-//! --exact --ignored` and its job in an environment variable.
+//! The child is this test binary, started again with
+//! `saga_kill_during_steps_and_timeouts --exact` and its job in an
+//! environment variable: with the variable set, the test runs as the child.
 
 // Amounts in cents are written `euros_cents` (`100_00` is 100.00).
 #![allow(clippy::inconsistent_digit_grouping)]
@@ -128,13 +129,8 @@ async fn send<C: orchestrix::Command + Clone>(
 /// The child: opens the accounts (once, by command id), asks for the
 /// transfers (a request already made is recognised by its command id), and
 /// with `finish` waits until every saga settled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the child process of saga_kill_during_steps_and_timeouts"]
-async fn saga_kill_child() -> anyhow::Result<()> {
-    let Ok(job) = std::env::var(JOB_ENV) else {
-        return Ok(());
-    };
-    let job: Job = serde_json::from_str(&job)?;
+async fn saga_kill_child(job: &str) -> anyhow::Result<()> {
+    let job: Job = serde_json::from_str(job)?;
     let (store, app) = bank_app(&job.path).await?;
     let runtime = Runtime::start(&app).await?;
     let transfers = app.saga::<TransferSaga>()?;
@@ -221,7 +217,11 @@ async fn saga_kill_child() -> anyhow::Result<()> {
 
 fn child(job: &Job) -> anyhow::Result<tokio::process::Child> {
     Command::new(std::env::current_exe()?)
-        .args(["saga_kill_child", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "saga_kill_during_steps_and_timeouts",
+            "--exact",
+            "--nocapture",
+        ])
         .env(JOB_ENV, serde_json::to_string(job)?)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -292,6 +292,10 @@ async fn read_all(store: &Store) -> anyhow::Result<Vec<RecordedEvent>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saga_kill_during_steps_and_timeouts() -> anyhow::Result<()> {
+    if let Ok(job) = std::env::var(JOB_ENV) {
+        // Started by this test as its child (see `child`).
+        return saga_kill_child(&job).await;
+    }
     let transfers = usize::try_from(scale(600, 6_000))?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bank.db");
