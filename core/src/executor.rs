@@ -36,6 +36,10 @@ pub struct CommandContext {
     pub tracestate: Option<String>,
     /// Extra CloudEvents extensions for every produced event.
     pub extensions: BTreeMap<String, String>,
+    /// Remember the command id for good, not only among the aggregate's
+    /// [`remembered_commands`](ExecutorConfig::remembered_commands): see
+    /// [`durable`](Self::durable).
+    pub durable_id: bool,
 }
 
 impl CommandContext {
@@ -54,6 +58,54 @@ impl CommandContext {
         self.correlation_id = Some(correlation_id.into());
         self
     }
+
+    /// Makes the command id's idempotence durable and unbounded: the command
+    /// is applied at most once to its aggregate, however long after the
+    /// first time it is sent again (a record redelivered by a bus, a topic
+    /// read again by a new consumer group).
+    ///
+    /// Its events get ids derived from the stream, the command id and their
+    /// index ([`durable_event_id`]), and a command whose id is not among the
+    /// aggregate's recent ones looks its first event up in the store
+    /// ([`Store::find_event`]: one indexed read on PostgreSQL and SQLite)
+    /// before deciding; found, it is a duplicate. The append that follows
+    /// expects the revision the lookup was made against, so a concurrent
+    /// copy of the command conflicts, catches up and is found then: this
+    /// holds on every store. Meant for ids that name the command's cause
+    /// (an offset, a business key), not for fresh ones.
+    ///
+    /// ```
+    /// use orchestrix::CommandContext;
+    ///
+    /// let context = CommandContext::with_id("payments:2024-000123").durable();
+    /// assert!(context.durable_id);
+    /// ```
+    #[must_use]
+    pub fn durable(mut self) -> Self {
+        self.durable_id = true;
+        self
+    }
+}
+
+/// The namespace of [`durable_event_id`]'s name-based UUIDs.
+const DURABLE_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0xd40a_22da_5820_4542_9f3a_cf30_cffa_bd7d);
+
+/// The id of the `index`-th event of the command `command_id` on `stream`
+/// when its idempotence is durable ([`CommandContext::durable`]): a
+/// name-based UUID (version 5), the same in every process and every run.
+///
+/// ```
+/// use orchestrix::StreamId;
+/// use orchestrix::executor::durable_event_id;
+///
+/// let stream = StreamId::new("account", "a1").unwrap();
+/// assert_eq!(durable_event_id(&stream, "kafka:t:0:7", 0), durable_event_id(&stream, "kafka:t:0:7", 0));
+/// assert_ne!(durable_event_id(&stream, "kafka:t:0:7", 0), durable_event_id(&stream, "kafka:t:0:8", 0));
+/// ```
+#[must_use]
+pub fn durable_event_id(stream: &StreamId, command_id: &str, index: usize) -> Uuid {
+    let name = format!("{stream}\n{command_id}\n{index}");
+    Uuid::new_v5(&DURABLE_EVENT_NAMESPACE, name.as_bytes())
 }
 
 /// What executing a command did.
@@ -397,7 +449,9 @@ impl<A: Aggregate> CommandExecutor<A> {
                 None => (self.load_stream(&stream).await?, true),
             };
             trusted = false;
-            let decision = if loaded.recent_commands.contains(&command_id) {
+            let seen = loaded.recent_commands.contains(&command_id)
+                || (context.durable_id && self.applied(&stream, &command_id).await?);
+            let decision = if seen {
                 None
             } else {
                 Some(loaded.state.handle(command))
@@ -444,7 +498,7 @@ impl<A: Aggregate> CommandExecutor<A> {
                 }
                 Some(Ok(events)) => events,
             };
-            let records = self.records(&events, context, &command_id)?;
+            let records = self.records(&stream, &events, context, &command_id)?;
             let expected = ExpectedRevision::from_current(loaded.revision);
             match self.store.append(&stream, expected, records).await {
                 Ok(result) => {
@@ -492,13 +546,38 @@ impl<A: Aggregate> CommandExecutor<A> {
                     .await;
                     backoff = (backoff * 2).min(retry.max_backoff);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if context.durable_id && self.applied(&stream, &command_id).await? {
+                        // A copy of the command got there first (a store with
+                        // a unique index on event ids may say so before the
+                        // revision check does).
+                        tracing::debug!(error = %e, "a durable command id was applied meanwhile");
+                        let revision = self.store.stream_revision(&stream).await?;
+                        return Ok(CommandOutcome {
+                            stream_id: stream,
+                            command_id,
+                            revision,
+                            position: None,
+                            appended: 0,
+                            duplicate: true,
+                        });
+                    }
+                    return Err(e);
+                }
             }
         }
     }
 
+    /// Whether the stream holds the first event of the durable command
+    /// `command_id`.
+    async fn applied(&self, stream: &StreamId, command_id: &str) -> Result<bool> {
+        let first = durable_event_id(stream, command_id, 0);
+        Ok(self.store.find_event(stream, first).await?.is_some())
+    }
+
     fn records(
         &self,
+        stream: &StreamId,
         events: &[A::Event],
         context: &CommandContext,
         command_id: &str,
@@ -518,10 +597,15 @@ impl<A: Aggregate> CommandExecutor<A> {
         };
         events
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let payload = e.to_payload()?;
                 Ok(EventRecord {
-                    id: Uuid::now_v7(),
+                    id: if context.durable_id {
+                        durable_event_id(stream, command_id, i)
+                    } else {
+                        Uuid::now_v7()
+                    },
                     event_type: e.event_type().to_owned(),
                     schema_version: e.schema_version(),
                     source: self.config.source.clone(),

@@ -426,3 +426,120 @@ async fn a_cached_aggregate_still_sees_other_writers() {
     assert_eq!(here.load("shared").await.unwrap().state.balance, 8);
     assert_eq!(here.load("shared").await.unwrap().revision, Some(5));
 }
+
+/// A durable command id is recognised however far it fell out of the
+/// aggregate's window of recent ids: the withdrawal sent again after eleven
+/// newer commands (window: 4, snapshots every 3 events) is a duplicate, not
+/// a second withdrawal; a plain id that old is applied again.
+#[tokio::test]
+async fn durable_command_ids_are_remembered_beyond_the_window() {
+    let config = ExecutorConfig {
+        remembered_commands: 4,
+        snapshot_every: Some(3),
+        ..ExecutorConfig::default()
+    };
+    let app = Application::builder(Store::memory())
+        .aggregate_with::<Account>(config)
+        .build()
+        .unwrap();
+    let send = |command: AccountCommand, id: &str, durable: bool| {
+        let context = CommandContext::with_id(id);
+        let context = if durable { context.durable() } else { context };
+        app.execute_with(command, context)
+    };
+    let deposit = |amount| AccountCommand::Deposit {
+        id: "d1".into(),
+        amount,
+    };
+    let withdraw = || AccountCommand::Withdraw {
+        id: "d1".into(),
+        amount: 10,
+    };
+    send(
+        AccountCommand::Open {
+            id: "d1".into(),
+            owner: "ann".into(),
+        },
+        "open",
+        true,
+    )
+    .await
+    .unwrap();
+    send(withdraw(), "durable-withdrawal", true)
+        .await
+        .unwrap_err(); // nothing to withdraw yet: rejected, not remembered
+    send(deposit(10), "first-deposit", true).await.unwrap();
+    let first = send(withdraw(), "durable-withdrawal", true).await.unwrap();
+    assert!(!first.duplicate);
+    send(deposit(10), "plain", false).await.unwrap();
+    for n in 0..10 {
+        send(deposit(5), &format!("deposit-{n}"), true)
+            .await
+            .unwrap();
+    }
+    // 60 on the account: a second withdrawal would be accepted.
+    let again = send(withdraw(), "durable-withdrawal", true).await.unwrap();
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(again.appended, 0);
+    let plain_again = send(deposit(10), "plain", false).await.unwrap();
+    assert!(
+        !plain_again.duplicate,
+        "a plain id out of the window is applied again (the window is the bound)"
+    );
+    let account = app.load::<Account>("d1").await.unwrap();
+    assert_eq!(account.state.balance, 70);
+    assert_eq!(account.revision, Some(14));
+    // The durable ids are the events' ids.
+    let stream = StreamId::new("account", "d1").unwrap();
+    let events = app
+        .store()
+        .read_stream_forward(&stream, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        events[2].record.id,
+        orchestrix::executor::durable_event_id(&stream, "durable-withdrawal", 0)
+    );
+}
+
+/// Copies of one durable command sent at once through separate
+/// applications (separate aggregate caches) on one store: one applies it,
+/// every other one reports a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_copies_of_a_durable_command_apply_once() {
+    let store = Store::memory();
+    let apps: Vec<Application> = (0..4)
+        .map(|_| {
+            Application::builder(store.clone())
+                .aggregate::<Account>()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    apps[0]
+        .execute(AccountCommand::Open {
+            id: "c1".into(),
+            owner: "bo".into(),
+        })
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let copies = apps.iter().map(|app| {
+            app.execute_with(
+                AccountCommand::Deposit {
+                    id: "c1".into(),
+                    amount: 1,
+                },
+                CommandContext::with_id(format!("record-{round}")).durable(),
+            )
+        });
+        let outcomes = futures::future::join_all(copies).await;
+        let applied = outcomes
+            .iter()
+            .filter(|o| !o.as_ref().unwrap().duplicate)
+            .count();
+        assert_eq!(applied, 1, "round {round}: {outcomes:?}");
+    }
+    let account = apps[3].load::<Account>("c1").await.unwrap();
+    assert_eq!(account.state.balance, 20);
+}

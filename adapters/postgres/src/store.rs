@@ -33,6 +33,7 @@ pub(crate) struct Sql {
     head: String,
     heads_safe: String,
     revision: String,
+    find_event: String,
     save_snapshot: String,
     load_snapshot: String,
     pub(crate) load_checkpoint: String,
@@ -81,6 +82,7 @@ impl Sql {
                         coalesce((SELECT max(position) FROM {events}), 0)"
             ),
             revision: format!("SELECT max(revision) FROM {events} WHERE stream_id = $1"),
+            find_event: format!("SELECT revision FROM {events} WHERE event_id = $1 AND stream_id = $2"),
             save_snapshot: format!(
                 "INSERT INTO {t} AS s (stream_id, revision, state_version, data, taken_at, taken_at_nanos)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -577,6 +579,22 @@ impl EventStore for PostgresStore {
             .map_or(Ok(None), |r| r.try_get(0))
             .map_err(|e| from_pg("stream revision", e))?;
         revision.map(|r| to_u64("stream revision", r)).transpose()
+    }
+
+    async fn find_event(&self, stream: &StreamId, id: Uuid) -> Result<Option<u64>> {
+        // One probe of the unique index on event ids.
+        let rows = self
+            .query(
+                "find event",
+                &self.inner.sql.find_event,
+                &[&id, &stream.as_str()],
+            )
+            .await?;
+        let revision: Option<i64> = rows
+            .first()
+            .map_or(Ok(None), |r| r.try_get(0).map(Some))
+            .map_err(|e| from_pg("find event", e))?;
+        revision.map(|r| to_u64("find event", r)).transpose()
     }
 
     async fn head_position(&self) -> Result<u64> {

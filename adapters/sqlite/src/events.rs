@@ -23,6 +23,7 @@ const INSERT: &str = "INSERT INTO events \
      (stream_id, category, revision, event_id, event_type, schema_version, source, time, content_type, data, metadata) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
+const FIND_EVENT: &str = "SELECT revision FROM events WHERE event_id = ?1 AND stream_id = ?2";
 const CURRENT_REVISION: &str = "SELECT MAX(revision) FROM events WHERE stream_id = ?1";
 
 const SAVEPOINT: &str = "SAVEPOINT orchestrix_append";
@@ -182,6 +183,29 @@ fn insert_error(err: rusqlite::Error, id: Uuid) -> Error {
         );
     }
     backend("append", err)
+}
+
+/// The revision of the event `id` in `stream` (one probe of the unique
+/// index on event ids).
+pub(crate) fn find_event(conn: &Connection, stream: &StreamId, id: Uuid) -> Result<Option<u64>> {
+    let mut id_buf = Uuid::encode_buffer();
+    let id: &str = id.hyphenated().encode_lower(&mut id_buf);
+    let mut stmt = conn
+        .prepare_cached(FIND_EVENT)
+        .map_err(driver("find_event"))?;
+    let mut rows = stmt
+        .query(rusqlite::params![id, stream.as_str()])
+        .map_err(driver("find_event"))?;
+    let Some(row) = rows.next().map_err(driver("find_event"))? else {
+        return Ok(None);
+    };
+    let revision: i64 = row.get(0).map_err(driver("find_event"))?;
+    u64::try_from(revision).map(Some).map_err(|_| {
+        Error::corrupted(
+            format!("stream `{stream}`"),
+            format!("negative revision {revision}"),
+        )
+    })
 }
 
 /// The stream's last revision.

@@ -227,6 +227,15 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn find_event(&self, stream: &StreamId, id: Uuid) -> Result<Option<u64>> {
+        let stream = stream.clone();
+        self.conns
+            .read("find_event", move |conn| {
+                events::find_event(conn, &stream, id)
+            })
+            .await
+    }
+
     async fn head_position(&self) -> Result<u64> {
         self.conns
             .read("head_position", events::head_position)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use super::{AppendRequest, AppendResult, Backend, Direction, Filter};
 use crate::coalesce::{CoalesceConfig, Coalescer};
@@ -342,6 +343,20 @@ impl Store {
     /// A backend error.
     pub async fn stream_revision(&self, stream: &StreamId) -> Result<Option<u64>> {
         self.backend.events.stream_revision(stream).await
+    }
+
+    /// The revision of the event `id` in `stream`, if the stream holds it
+    /// ([`EventStore::find_event`](super::EventStore::find_event)).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn find_event(&self, stream: &StreamId, id: Uuid) -> Result<Option<u64>> {
+        let span = tracing::debug_span!("orchestrix.find_event", backend = self.backend_name(), stream = %stream, %id);
+        self.backend
+            .events
+            .find_event(stream, id)
+            .instrument(span)
+            .await
     }
 
     /// The head of the all-stream.

@@ -277,6 +277,30 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// The stream's last revision, `None` if it does not exist.
     async fn stream_revision(&self, stream: &StreamId) -> Result<Option<u64>>;
 
+    /// The revision of the event `id` in `stream`, `None` when the stream
+    /// holds no event with that id. Commands with a durable id look up their
+    /// first event here before deciding
+    /// ([`CommandContext::durable`](crate::CommandContext::durable)).
+    ///
+    /// The default reads the stream from its start; stores with an index on
+    /// event ids (PostgreSQL, SQLite) answer with one lookup.
+    async fn find_event(&self, stream: &StreamId, id: Uuid) -> Result<Option<u64>> {
+        const BATCH: usize = 1024;
+        let mut from = 0;
+        loop {
+            let events = self
+                .read_stream(stream, from, Direction::Forward, BATCH)
+                .await?;
+            if let Some(found) = events.iter().find(|e| e.record.id == id) {
+                return Ok(Some(found.revision));
+            }
+            match events.last() {
+                Some(last) if events.len() == BATCH => from = last.revision + 1,
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// The highest position readers can see now (0 for an empty store). It must
     /// be gap-safe like [`read_all`](EventStore::read_all): every event at or
     /// below it is already visible, because filtered subscriptions skip ahead

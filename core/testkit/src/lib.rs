@@ -113,6 +113,7 @@ macro_rules! __with_store_cases {
             expected_revision_exact,
             empty_append_is_rejected,
             duplicate_event_ids_in_one_append_are_rejected,
+            find_event_locates_an_event_in_its_stream,
             multi_event_append_is_atomic,
             append_batch_results_are_independent,
             concurrent_appenders_one_winner_per_revision,

@@ -923,6 +923,56 @@ pub async fn duplicate_event_ids_in_one_append_are_rejected(backend: Backend) {
     );
 }
 
+/// `find_event` answers the revision of an event by its id, only within its
+/// own stream, and `None` for ids the stream does not hold.
+pub async fn find_event_locates_an_event_in_its_stream(backend: Backend) {
+    let category = random::category();
+    let (a, b) = (random::stream(&category), random::stream(&category));
+    let first = events("com.testkit.Find", 3);
+    let first_ids = record_ids(&first);
+    append(&backend, &a, ExpectedRevision::NoStream, first).await;
+    let later = events("com.testkit.Find", 2);
+    let later_id = later[1].id;
+    append(&backend, &a, ExpectedRevision::Exact(2), later).await;
+    let other = events("com.testkit.Find", 1);
+    let other_id = other[0].id;
+    append(&backend, &b, ExpectedRevision::NoStream, other).await;
+
+    let find = |stream: StreamId, id: Uuid| {
+        let backend = backend.clone();
+        async move {
+            backend
+                .events
+                .find_event(&stream, id)
+                .await
+                .unwrap_or_else(|e| panic!("find_event({stream}, {id}) failed: {e}"))
+        }
+    };
+    assert_eq!(find(a.clone(), first_ids[0]).await, Some(0), "first event");
+    assert_eq!(find(a.clone(), first_ids[2]).await, Some(2), "third event");
+    assert_eq!(
+        find(a.clone(), later_id).await,
+        Some(4),
+        "an event of a later append"
+    );
+    assert_eq!(
+        find(b.clone(), other_id).await,
+        Some(0),
+        "the other stream's event"
+    );
+    assert_eq!(
+        find(a.clone(), other_id).await,
+        None,
+        "an event of another stream is not found in this one"
+    );
+    assert_eq!(find(a, Uuid::now_v7()).await, None, "an unknown id");
+    assert_eq!(
+        find(random::stream(&category), first_ids[0]).await,
+        None,
+        "a stream that does not exist"
+    );
+}
+
 /// A multi-event append is all or nothing: its events get consecutive
 /// revisions; a failed one writes none of them; concurrent readers of the
 /// stream and of the all-stream only ever see whole appends.
