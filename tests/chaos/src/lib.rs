@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod decoders;
+pub mod fenced;
+pub mod net;
 pub mod services;
 pub mod workload;
 
@@ -83,11 +85,24 @@ pub async fn wait_started(
     port: u16,
     limit: Duration,
 ) -> anyhow::Result<()> {
+    wait_started_on(what, log, started, "127.0.0.1", port, limit).await
+}
+
+/// As [`wait_started`], the server listening on `host`.
+///
+/// # Errors
+/// When `limit` passes first.
+pub async fn wait_started_on(
+    what: &str,
+    log: &std::path::Path,
+    started: &str,
+    host: &str,
+    port: u16,
+    limit: Duration,
+) -> anyhow::Result<()> {
     poll(what, limit, Duration::from_millis(100), || async move {
         let logged = std::fs::read_to_string(log).is_ok_and(|l| l.contains(started));
-        let open = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok();
+        let open = tokio::net::TcpStream::connect((host, port)).await.is_ok();
         (logged && open).then_some(())
     })
     .await

@@ -12,14 +12,14 @@ pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 /// Where PostgreSQL 15's binaries are.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// Waits until `127.0.0.1:port` accepts TCP connections.
-async fn wait_listening(port: u16, limit: Duration) -> anyhow::Result<()> {
+/// Waits until `host:port` accepts TCP connections.
+async fn wait_listening(host: &str, port: u16, limit: Duration) -> anyhow::Result<()> {
     crate::poll(
-        &format!("a listener on 127.0.0.1:{port}"),
+        &format!("a listener on {host}:{port}"),
         limit,
         Duration::from_millis(50),
         || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
+            tokio::net::TcpStream::connect((host, port))
                 .await
                 .ok()
                 .map(|_| ())
@@ -31,6 +31,8 @@ async fn wait_listening(port: u16, limit: Duration) -> anyhow::Result<()> {
 /// A NATS server with JetStream of this case's own.
 #[derive(Debug)]
 pub struct Nats {
+    host: String,
+    netns: Option<String>,
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -48,7 +50,18 @@ impl Nats {
     /// # Errors
     /// When it cannot start or does not listen within 20 s.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1", None).await
+    }
+
+    /// Starts a server listening on `host` (an address of the host, or of
+    /// the network namespace `netns`, which it then runs in).
+    ///
+    /// # Errors
+    /// When it cannot start or does not listen within 20 s.
+    pub async fn start_on(host: &str, netns: Option<&crate::net::Netns>) -> anyhow::Result<Self> {
         let mut nats = Self {
+            host: host.to_owned(),
+            netns: netns.map(|n| n.name().to_owned()),
             port: crate::free_port()?,
             dir: tempfile::tempdir()?,
             child: None,
@@ -57,10 +70,10 @@ impl Nats {
         Ok(nats)
     }
 
-    /// `nats://127.0.0.1:PORT`.
+    /// `nats://HOST:PORT`.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     /// Kills the server with SIGKILL (JetStream's files stay).
@@ -82,15 +95,15 @@ impl Nats {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill()?;
         let log = std::fs::File::create(self.dir.path().join("server.log"))?;
-        let child = Command::new(NATS_SERVER)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+        let mut command = if let Some(ns) = &self.netns {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, NATS_SERVER]);
+            c
+        } else {
+            Command::new(NATS_SERVER)
+        };
+        let child = command
+            .args(["-a", &self.host, "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("js"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -98,7 +111,7 @@ impl Nats {
             .spawn()
             .with_context(|| format!("starting {NATS_SERVER}"))?;
         self.child = Some(child);
-        wait_listening(self.port, Duration::from_secs(20)).await
+        wait_listening(&self.host, self.port, Duration::from_secs(20)).await
     }
 }
 
@@ -199,6 +212,18 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A `tokio_postgres` connection string through the server's Unix
+    /// socket (reachable from a network namespace cut off the network).
+    #[must_use]
+    pub fn socket_url(&self) -> String {
+        let dir = self.dir.parent().unwrap_or(&self.dir);
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            dir.display(),
+            self.port
+        )
+    }
+
     /// Stops the server in `mode`.
     ///
     /// # Errors
@@ -221,7 +246,7 @@ impl Postgres {
             "{PG_BIN}/pg_ctl -D {dir} -l {dir}/../server.log -w -t 60 -o \"-p {} -k {dir}/.. -c listen_addresses=127.0.0.1 -c fsync=off\" start >/dev/null",
             self.port
         ))?;
-        wait_listening(self.port, Duration::from_secs(60)).await
+        wait_listening("127.0.0.1", self.port, Duration::from_secs(60)).await
     }
 
     /// Restarts in `mode`, returning once the server listens again.
@@ -279,6 +304,7 @@ fn kafka_classpath() -> anyhow::Result<String> {
 /// case's own, as `tests/scripts/services.sh` starts the shared one.
 #[derive(Debug)]
 pub struct Kafka {
+    host: String,
     port: u16,
     dir: tempfile::TempDir,
     classpath: String,
@@ -302,6 +328,16 @@ impl Kafka {
     /// # Errors
     /// When the classpath, the formatting or the start fails.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// As [`start`](Self::start), the client listener on `host` (an address
+    /// of the host's, e.g. a [`HostAddr`](crate::net::HostAddr) that network
+    /// namespaces reach); the controller stays on loopback.
+    ///
+    /// # Errors
+    /// When the classpath, the formatting or the start fails.
+    pub async fn start_on(host: &str) -> anyhow::Result<Self> {
         let classpath = kafka_classpath()?;
         let dir = tempfile::tempdir()?;
         let (port, controller) = (crate::free_port()?, crate::free_port()?);
@@ -309,7 +345,7 @@ impl Kafka {
             std::fs::read_to_string(repo_root().join("tests/scripts/kafka/server.properties"))?;
         let properties = template
             .replace("@DATA@", &dir.path().join("data").display().to_string())
-            .replace("127.0.0.1:9092", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9092", &format!("{host}:{port}"))
             .replace("127.0.0.1:9093", &format!("127.0.0.1:{controller}"));
         let props = dir.path().join("server.properties");
         std::fs::write(&props, properties)?;
@@ -343,6 +379,7 @@ impl Kafka {
             );
         }
         let mut kafka = Self {
+            host: host.to_owned(),
             port,
             dir,
             classpath,
@@ -352,10 +389,10 @@ impl Kafka {
         Ok(kafka)
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `HOST:PORT`.
     #[must_use]
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Kills the broker with SIGKILL (its log directory stays).
@@ -396,10 +433,11 @@ impl Kafka {
             .spawn()
             .context("starting the Kafka broker")?;
         self.child = Some(child);
-        crate::wait_started(
+        crate::wait_started_on(
             "the Kafka broker started",
             &log_path,
             "Kafka Server started",
+            &self.host,
             self.port,
             Duration::from_secs(120),
         )
