@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod decoders;
+pub mod disk;
 pub mod fenced;
 pub mod net;
 pub mod services;
