@@ -314,6 +314,46 @@ impl LakehouseSink {
         }
     }
 
+    /// The Arrow batches (one per table) the sink would build for `events`
+    /// into empty tables, without writing anything; events it would refuse
+    /// are left out. For previews and for benchmarks against plain Parquet.
+    ///
+    /// # Errors
+    /// When a batch cannot be built.
+    pub fn arrow_batches(&self, events: &[RecordedEvent]) -> Result<Vec<(String, RecordBatch)>> {
+        let mut by_table: BTreeMap<String, (TableColumns, Vec<Row<'_>>)> = BTreeMap::new();
+        for event in events {
+            let Ok(row) = self.to_row(event) else {
+                continue;
+            };
+            let (columns, rows) = by_table.entry(self.table_name(event)).or_default();
+            let declared = self
+                .config
+                .schemas
+                .as_ref()
+                .and_then(|s| s.fields(event.event_type(), event.record.schema_version));
+            let Ok(new) = check_event(
+                columns,
+                !rows.is_empty(),
+                declared.as_deref().map(Vec::as_slice),
+                &row.payload,
+            ) else {
+                continue;
+            };
+            for (n, t) in new {
+                if columns.get(&n).is_none() {
+                    columns.push(n, t);
+                }
+            }
+            rows.push(row);
+        }
+        let partitions = self.partitions();
+        by_table
+            .into_iter()
+            .map(|(name, (columns, rows))| Ok((name, build_batch(&columns, &partitions, &rows)?)))
+            .collect()
+    }
+
     /// The table an event goes to.
     #[must_use]
     pub fn table_name(&self, event: &RecordedEvent) -> String {

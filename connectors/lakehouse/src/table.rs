@@ -186,8 +186,10 @@ impl LakeTable {
         )?;
         match &mut self.table {
             None => {
-                let table = DeltaTable::try_from_url(url)
-                    .await
+                // Built, not loaded: there is no log yet.
+                let table = DeltaTableBuilder::from_url(url)
+                    .map_err(|e| delta_error("open table", e))?
+                    .build()
                     .map_err(|e| delta_error("open table", e))?
                     .create()
                     .with_columns(kernel_schema.fields().cloned())
