@@ -61,7 +61,7 @@ pub async fn create(url: &str) -> Result<(), tokio_postgres::Error> {
         "CREATE TABLE IF NOT EXISTS owners (topic TEXT, partition INTEGER, epoch BIGINT, owner TEXT, PRIMARY KEY (topic, partition));
          CREATE TABLE IF NOT EXISTS offsets (topic TEXT, partition INTEGER, next_offset BIGINT, PRIMARY KEY (topic, partition));
          CREATE TABLE IF NOT EXISTS applied (id BIGSERIAL PRIMARY KEY, event_id TEXT, seq BIGINT, partition INTEGER, \"offset\" BIGINT, worker TEXT, epoch BIGINT);
-         CREATE TABLE IF NOT EXISTS fenced (worker TEXT, partition INTEGER, \"offset\" BIGINT, epoch BIGINT, current BIGINT);
+         CREATE TABLE IF NOT EXISTS fenced (worker TEXT, partition INTEGER, \"offset\" BIGINT, epoch BIGINT, current BIGINT, stored BIGINT);
          CREATE TABLE IF NOT EXISTS redelivered (worker TEXT, partition INTEGER, \"offset\" BIGINT);",
     ).await
 }
@@ -129,14 +129,6 @@ impl FencedReadModel {
             )
             .await?
             .map_or(-1, |r| r.get(0));
-        if current != mine {
-            tx.execute(
-                "INSERT INTO fenced (worker, partition, \"offset\", epoch, current) VALUES ($1, $2, $3, $4, $5)",
-                &[&self.worker, &at.partition, &at.offset, &mine, &current],
-            )
-            .await?;
-            return tx.commit().await;
-        }
         let stored: Option<i64> = tx
             .query_opt(
                 "SELECT next_offset FROM offsets WHERE topic = $1 AND partition = $2",
@@ -144,6 +136,14 @@ impl FencedReadModel {
             )
             .await?
             .map(|r| r.get(0));
+        if current != mine {
+            tx.execute(
+                "INSERT INTO fenced (worker, partition, \"offset\", epoch, current, stored) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&self.worker, &at.partition, &at.offset, &mine, &current, &stored],
+            )
+            .await?;
+            return tx.commit().await;
+        }
         if stored.is_some_and(|s| at.offset < s) {
             tx.execute(
                 "INSERT INTO redelivered (worker, partition, \"offset\") VALUES ($1, $2, $3)",
@@ -252,6 +252,10 @@ pub struct Snapshot {
     pub applied_by: HashMap<String, u64>,
     /// Records refused by the fence, by worker.
     pub fenced_by: HashMap<String, u64>,
+    /// Of those, records at or ahead of the partition's stored next offset
+    /// when refused: a read model guarded only by "offset not behind the
+    /// stored one" would have applied them (and moved its offset).
+    pub fenced_not_behind: u64,
     /// Records skipped as behind the stored offset, by worker.
     pub redelivered_by: HashMap<String, u64>,
     /// The current owner of each partition.
@@ -306,6 +310,161 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, tokio_postgres::Error
         .await?
     {
         s.owners.insert(r.get(0), r.get(1));
+    }
+    Ok(s)
+}
+
+/// A read model for consumers without an assignment hook (NATS): each
+/// stream's events are applied in revision order, guarded in the same
+/// PostgreSQL transaction by the stream's last applied revision (row
+/// locked): a revision already applied is counted in `stale` and skipped, a
+/// revision beyond the next one (an event skipped, or two workers handling
+/// one partition out of order) is counted in `gaps` and not applied.
+#[derive(Debug)]
+pub struct RevisionGuardedModel {
+    url: String,
+    worker: String,
+    client: tokio::sync::Mutex<Option<Client>>,
+    work: Duration,
+}
+
+/// Creates the tables of [`RevisionGuardedModel`].
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn create_guarded(url: &str) -> Result<(), tokio_postgres::Error> {
+    connect(url).await?.batch_execute(
+        "CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, last_revision BIGINT);
+         CREATE TABLE IF NOT EXISTS applied (id BIGSERIAL PRIMARY KEY, event_id TEXT, seq BIGINT, partition INTEGER, \"offset\" BIGINT, worker TEXT, epoch BIGINT);
+         CREATE TABLE IF NOT EXISTS stale (worker TEXT, stream TEXT, revision BIGINT, last BIGINT);
+         CREATE TABLE IF NOT EXISTS gaps (worker TEXT, stream TEXT, revision BIGINT, last BIGINT);",
+    ).await
+}
+
+impl RevisionGuardedModel {
+    /// The read model at `url` (made by [`create_guarded`]) for `worker`,
+    /// taking `work` per event.
+    #[must_use]
+    pub fn new(url: &str, worker: &str, work: Duration) -> Self {
+        Self {
+            url: url.to_owned(),
+            worker: worker.to_owned(),
+            client: tokio::sync::Mutex::new(None),
+            work,
+        }
+    }
+
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        partition: u32,
+    ) -> Result<(), tokio_postgres::Error> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.url).await?);
+        }
+        let Some(client) = guard.as_mut() else {
+            unreachable!("connected above")
+        };
+        let tx = client.transaction().await?;
+        let stream = event.stream_id.as_str();
+        let revision = i64::try_from(event.revision).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO streams (stream, last_revision) VALUES ($1, -1) ON CONFLICT DO NOTHING",
+            &[&stream],
+        )
+        .await?;
+        let last: i64 = tx
+            .query_one(
+                "SELECT last_revision FROM streams WHERE stream = $1 FOR UPDATE",
+                &[&stream],
+            )
+            .await?
+            .get(0);
+        if revision <= last {
+            tx.execute(
+                "INSERT INTO stale (worker, stream, revision, last) VALUES ($1, $2, $3, $4)",
+                &[&self.worker, &stream, &revision, &last],
+            )
+            .await?;
+        } else if revision > last + 1 {
+            tx.execute(
+                "INSERT INTO gaps (worker, stream, revision, last) VALUES ($1, $2, $3, $4)",
+                &[&self.worker, &stream, &revision, &last],
+            )
+            .await?;
+        } else {
+            let seq = seq_of(event).and_then(|s| i64::try_from(s).ok());
+            let partition = i32::try_from(partition).unwrap_or(-1);
+            let position = i64::try_from(event.position).unwrap_or(-1);
+            tx.execute(
+                "INSERT INTO applied (event_id, seq, partition, \"offset\", worker, epoch) VALUES ($1, $2, $3, $4, $5, 0)",
+                &[&event.id().to_string(), &seq, &partition, &position, &self.worker],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE streams SET last_revision = $2 WHERE stream = $1",
+                &[&stream, &revision],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+}
+
+#[async_trait]
+impl orchestrix::runtime::EventHandler for RevisionGuardedModel {
+    fn name(&self) -> &str {
+        "chaos-guarded-read-model"
+    }
+
+    async fn handle(&self, event: &RecordedEvent, delivery: &Delivery) -> orchestrix::Result<()> {
+        if !self.work.is_zero() {
+            tokio::time::sleep(self.work).await;
+        }
+        self.apply(event, delivery.partition)
+            .await
+            .map_err(|e| db_error("apply", e))
+    }
+}
+
+/// What the test reads back from a [`RevisionGuardedModel`].
+#[derive(Debug, Default, Clone)]
+pub struct GuardedSnapshot {
+    /// Deliveries applied per sequence number.
+    pub applied: HashMap<u64, u32>,
+    /// Rows of `applied` by worker.
+    pub applied_by: HashMap<String, u64>,
+    /// Events already applied when they came again, by worker.
+    pub stale_by: HashMap<String, u64>,
+    /// Events beyond the next revision of their stream, by worker.
+    pub gaps_by: HashMap<String, u64>,
+}
+
+/// Reads a [`RevisionGuardedModel`] through `client`.
+///
+/// # Errors
+/// When PostgreSQL fails.
+pub async fn guarded_snapshot(client: &Client) -> Result<GuardedSnapshot, tokio_postgres::Error> {
+    let mut s = GuardedSnapshot::default();
+    for r in client.query("SELECT seq, worker FROM applied", &[]).await? {
+        let (seq, worker): (Option<i64>, String) = (r.get(0), r.get(1));
+        if let Some(seq) = seq.and_then(|s| u64::try_from(s).ok()) {
+            *s.applied.entry(seq).or_default() += 1;
+        }
+        *s.applied_by.entry(worker).or_default() += 1;
+    }
+    for (table, into) in [("stale", &mut s.stale_by), ("gaps", &mut s.gaps_by)] {
+        for r in client
+            .query(
+                &format!("SELECT worker, COUNT(*) FROM {table} GROUP BY worker"),
+                &[],
+            )
+            .await?
+        {
+            let n: i64 = r.get(1);
+            into.insert(r.get(0), u64::try_from(n).unwrap_or(0));
+        }
     }
     Ok(s)
 }

@@ -3,6 +3,7 @@
 pub mod decoders;
 pub mod disk;
 pub mod fenced;
+pub mod member;
 pub mod net;
 pub mod services;
 pub mod workload;

@@ -20,20 +20,19 @@
 //! its partitions (refused by the fence), its releases without a commit.
 
 use std::collections::HashMap;
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use orchestrix::Application;
 use orchestrix_backends::{BusOptions, start_on_bus};
 use orchestrix_chaos::fenced::{self, Snapshot};
+use orchestrix_chaos::member::Member;
 use orchestrix_chaos::net::{self, HostAddr, Netns};
 use orchestrix_chaos::services::{Kafka, Postgres};
 use orchestrix_chaos::workload::{self, Counter};
 use orchestrix_chaos::{missing, poll, scale};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const SESSION_MS: u64 = 3_000;
 const PARTITIONS: usize = 4;
@@ -44,113 +43,6 @@ enum Fault {
     Stop,
     /// The member's network namespace cut off, then joined again.
     Partition,
-}
-
-struct Member {
-    name: &'static str,
-    pid: u32,
-    child: tokio::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    log: std::path::PathBuf,
-    netns: Option<Netns>,
-}
-
-impl Member {
-    async fn start(
-        name: &'static str,
-        env: &[(&str, String)],
-        dir: &std::path::Path,
-        netns: Option<Netns>,
-    ) -> anyhow::Result<Self> {
-        let bin = env!("CARGO_BIN_EXE_chaos_kafka_member");
-        let mut command = match &netns {
-            Some(ns) => ns.command(bin),
-            None => tokio::process::Command::new(bin),
-        };
-        let log = dir.join(format!("member-{name}.log"));
-        command
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("CHAOS_NAME", name)
-            .env("RUST_LOG", "orchestrix_kafka=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true);
-        let mut child = command.spawn().context("starting chaos_kafka_member")?;
-        let pid = child.id().context("no pid")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().context("no stdout")?;
-        {
-            let lines = lines.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(out).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    lines
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(line);
-                }
-            });
-        }
-        let member = Self {
-            name,
-            pid,
-            child,
-            lines,
-            log,
-            netns,
-        };
-        member
-            .wait_line("MEMBER READY", Duration::from_secs(60))
-            .await?;
-        Ok(member)
-    }
-
-    async fn wait_line(&self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
-        poll(
-            &format!("member {} printing {prefix}", self.name),
-            limit,
-            Duration::from_millis(50),
-            || {
-                let found = self
-                    .lines
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .find(|l| l.starts_with(prefix))
-                    .cloned();
-                async move { found }
-            },
-        )
-        .await
-    }
-
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.pid.to_string()])
-            .status()?;
-        if !status.success() {
-            bail!("kill {signal} {}", self.pid);
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, then its statistics line once it exited.
-    async fn stop(mut self) -> anyhow::Result<(String, String)> {
-        self.signal("-TERM")?;
-        let stats = self
-            .wait_line("MEMBER STOPPED", Duration::from_secs(60))
-            .await?;
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .context("member did not exit")??;
-        if !status.success() {
-            bail!("member {} exited with {status}", self.name);
-        }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        drop(self.netns.take());
-        Ok((stats, log))
-    }
 }
 
 async fn snapshot(client: &tokio_postgres::Client) -> Option<Snapshot> {
@@ -210,7 +102,7 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
         ("CHAOS_GROUP", format!("{prefix}_fenced")),
         ("CHAOS_DB", pg.socket_url()),
         ("CHAOS_SESSION_MS", SESSION_MS.to_string()),
-        ("CHAOS_WORK_MS", "15".to_owned()),
+        ("CHAOS_WORK_MS", scale(15, 5).to_string()),
     ];
     let netns = |fault| -> anyhow::Result<Option<Netns>> {
         Ok(if fault == Fault::Partition {
@@ -219,8 +111,9 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
             None
         })
     };
-    let a = Member::start("a", &env, dir.path(), netns(fault)?).await?;
-    let b = Member::start("b", &env, dir.path(), netns(fault)?).await?;
+    let bin = env!("CARGO_BIN_EXE_chaos_kafka_member");
+    let a = Member::start(bin, "a", &env, dir.path(), netns(fault)?).await?;
+    let b = Member::start(bin, "b", &env, dir.path(), netns(fault)?).await?;
     let both = poll(
         "both members owning partitions",
         Duration::from_secs(60),
@@ -235,11 +128,7 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
     .await;
     if both.is_err() {
         for m in [&a, &b] {
-            eprintln!(
-                "member {} log:\n{}",
-                m.name,
-                std::fs::read_to_string(&m.log).unwrap_or_default()
-            );
+            eprintln!("member {} log:\n{}", m.name(), m.log_text());
         }
     }
     both?;
@@ -287,7 +176,7 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
 
     match fault {
         Fault::Stop => a.signal("-STOP")?,
-        Fault::Partition => a.netns.as_ref().context("netns")?.cut()?,
+        Fault::Partition => a.netns().context("netns")?.cut()?,
     }
     let faulted = Instant::now();
     // The other member takes over every partition (after the session
@@ -320,7 +209,7 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
         .unwrap_or(0);
     match fault {
         Fault::Stop => a.signal("-CONT")?,
-        Fault::Partition => a.netns.as_ref().context("netns")?.heal()?,
+        Fault::Partition => a.netns().context("netns")?.heal()?,
     }
     let healed = Instant::now();
     let out = faulted.elapsed();
@@ -343,14 +232,15 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
     let truth = workload::stored(&store).await?;
     let caught_up = poll(
         "the read model applying every stored event",
-        Duration::from_secs(120),
+        Duration::from_secs(scale(120, 900)),
         Duration::from_millis(100),
         || async {
             let s = snapshot(model).await?;
             (s.applied.len() >= truth.len()).then(|| healed.elapsed())
         },
     )
-    .await?;
+    .await
+    .with_context(|| format!("{} events stored", truth.len()))?;
     let (stats_a, log_a) = a.stop().await?;
     let (stats_b, _) = b.stop().await?;
     bus.shutdown().await?;
@@ -370,12 +260,13 @@ async fn fencing_case(case: &str, fault: Fault) -> anyhow::Result<()> {
         .count();
     let get = |m: &HashMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
     println!(
-        "CHAOS {case}: commands {count} events {events} faults 1 ({fault:?} of member a, {out:?}; a owned partitions {a_partitions:?}, backlog {backlog} events) takeover_by_b {takeover:?} lost {lost} doubled {doubled} unknown {unknown} out_of_order {} applied_by {:?} stale_refused_by_fence (a) {} (during the fault {}, after it {}) redelivered_skipped {:?} a_rejoined {rejoined:?} after healing, read model caught up {caught_up:?} after healing; a released partitions without commit {released_uncommitted}, with commit {released_committed}; transient_failures {}",
+        "CHAOS {case}: commands {count} events {events} faults 1 ({fault:?} of member a, {out:?}; a owned partitions {a_partitions:?}, backlog {backlog} events) takeover_by_b {takeover:?} lost {lost} doubled {doubled} unknown {unknown} out_of_order {} applied_by {:?} stale_refused_by_fence (a) {} (during the fault {}, after it {}; not behind the stored offset {}) redelivered_skipped {:?} a_rejoined {rejoined:?} after healing, read model caught up {caught_up:?} after healing; a released partitions without commit {released_uncommitted}, with commit {released_committed}; transient_failures {}",
         s.out_of_order,
         s.applied_by,
         get(&s.fenced_by, "a"),
         fenced_before,
         get(&s.fenced_by, "a") - fenced_before,
+        s.fenced_not_behind,
         s.redelivered_by,
         produced.transient_failures,
     );
