@@ -1,7 +1,10 @@
 //! Ingest of foreign records: plain JSON written by a plain producer is mapped
 //! to commands (executed by the application) and to appended events; a record
 //! that is not JSON and a command the aggregate rejects are dead-lettered;
-//! reading the topic again applies nothing twice (command ids from offsets).
+//! reading the topic again in a new group applies nothing twice (durable ids
+//! from offsets) and dead-letters nothing twice. A business key set by the
+//! mapper makes a record the source sent twice land once; the caught-up
+//! signal says when everything produced so far is in.
 
 mod common;
 
@@ -148,15 +151,20 @@ async fn kafka_ingests_foreign_json_records_into_commands_and_events() {
         .start(map)
         .await
         .unwrap();
-    common::eventually("all 64 records settled", Duration::from_secs(40), || {
-        let s = worker.stats();
-        s.handled + s.skipped + s.dead_lettered == 64
-    })
-    .await;
+    worker
+        .wait_caught_up(Duration::from_secs(60))
+        .await
+        .unwrap();
     let stats = worker.stats();
     assert_eq!(
-        (stats.handled, stats.skipped, stats.dead_lettered),
-        (61, 1, 2),
+        (
+            stats.applied,
+            stats.skipped,
+            stats.dead_lettered,
+            stats.duplicates,
+            stats.dead_letter_duplicates
+        ),
+        (61, 1, 2, 0, 0),
         "{stats:?}"
     );
     worker.shutdown().await.unwrap();
@@ -219,22 +227,41 @@ async fn kafka_ingests_foreign_json_records_into_commands_and_events() {
         Some("payments-ingest")
     );
 
-    // Read everything again in a new group: the command ids dedupe.
+    // Read everything again in a new group: the durable ids dedupe the
+    // commands and the append, and the bad records are dead-lettered already.
     let again = IngestBuilder::new(config, app.clone(), "payments-ingest")
         .topic(&topic)
         .group_id(common::unique("replay"))
-        .start(|r: &KafkaRecord| match r.json::<Legacy>() {
-            Ok(Legacy::Note { .. }) => Ok(IngestAction::skip()),
-            _ => map(r),
-        })
+        .start(map)
         .await
         .unwrap();
-    common::eventually("replay settled", Duration::from_secs(40), || {
-        let s = again.stats();
-        s.handled + s.skipped + s.dead_lettered == 64
-    })
-    .await;
+    again.wait_caught_up(Duration::from_secs(60)).await.unwrap();
+    let stats = again.stats();
+    assert_eq!(
+        (
+            stats.applied,
+            stats.duplicates,
+            stats.skipped,
+            stats.dead_lettered,
+            stats.dead_letter_duplicates
+        ),
+        (0, 61, 1, 0, 2),
+        "{stats:?}"
+    );
     again.shutdown().await.unwrap();
+    let notes = app
+        .store()
+        .read_stream_forward(&StreamId::parse("note-a1").unwrap(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), 1, "the note appended once");
+    let letters = common::read_topic(
+        &brokers,
+        &format!("{topic}.dlq"),
+        2,
+        Duration::from_secs(20),
+    );
+    assert_eq!(letters.len(), 2, "no dead letter twice: {letters:?}");
     for k in 0..6 {
         let account = app.load::<Account>(&format!("a{k}")).await.unwrap();
         assert_eq!(
@@ -243,4 +270,78 @@ async fn kafka_ingests_foreign_json_records_into_commands_and_events() {
             "a{k} unchanged by the replay"
         );
     }
+}
+
+#[derive(Deserialize)]
+struct KeyedPayment {
+    payment_id: String,
+    account: String,
+    cents: u64,
+}
+
+/// The source system sends two payments twice (new offsets, same payment
+/// id): with the payment id as the record's id they land once, and are
+/// counted as duplicates. The worker says when it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_ingest_dedupes_on_the_business_key_the_mapper_sets() {
+    let Some(brokers) = common::kafka_brokers() else {
+        return;
+    };
+    let config = common::test_config(&brokers);
+    let topic = common::unique("legacy.keyed");
+    ensure_topic(&config, &topic, 1).await.unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let payments: Vec<u64> = (0..10).chain([3, 7]).collect();
+    for n in &payments {
+        let value =
+            json!({"payment_id": format!("p{n}"), "account": "k1", "cents": n + 1}).to_string();
+        producer
+            .send(
+                FutureRecord::to(&topic).key("k1").payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let app = Application::builder(Store::memory())
+        .aggregate::<Account>()
+        .build()
+        .unwrap();
+    let worker = IngestBuilder::new(config, app.clone(), "keyed-ingest")
+        .topic(&topic)
+        .start(|record: &KafkaRecord| {
+            let p: KeyedPayment = record.json()?;
+            Ok(IngestAction::command(Deposit {
+                account: p.account,
+                cents: p.cents,
+            })
+            .with_id(p.payment_id))
+        })
+        .await
+        .unwrap();
+    worker
+        .wait_caught_up(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(worker.caught_up(Duration::from_secs(10)).await.unwrap());
+    let stats = worker.stats();
+    assert_eq!((stats.applied, stats.duplicates), (10, 2), "{stats:?}");
+    worker.shutdown().await.unwrap();
+
+    let account = app.load::<Account>("k1").await.unwrap();
+    assert_eq!(account.state.balance, (1..=10).sum::<u64>());
+    let events = app
+        .store()
+        .read_stream_forward(&StreamId::parse("account-k1").unwrap(), 0, 100)
+        .await
+        .unwrap();
+    let causes: Vec<&str> = events
+        .iter()
+        .map(|e| e.record.metadata.causation_id.as_deref().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..10).map(|n| format!("p{n}")).collect();
+    assert_eq!(causes, expected, "one event per payment id, in order");
 }

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use orchestrix::Application;
 use orchestrix::runtime::Delivery;
 use orchestrix_schema_registry::{ConfluentReader, Decoded};
 
-use super::{IngestAction, IngestBuilder, perform};
-use crate::consumer::{ConsumerWorker, Processor};
+use super::{Ingest, IngestAction, IngestBuilder, IngestWorker};
+use crate::consumer::Processor;
 use crate::error::Result;
 use crate::message::KafkaRecord;
 
@@ -43,7 +42,8 @@ impl<F> AvroIngestMapper for F where
 /// reason in the `orchestrix-error` header, and the records after it keep
 /// flowing. An unreachable registry is transient and retried under the
 /// consumer's retry policy. Tombstones (empty values) have nothing to decode
-/// and are skipped (committed, counted as skipped).
+/// and are skipped (committed, counted as skipped). Records are applied and
+/// dead-lettered once, as with [`IngestBuilder`].
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -100,25 +100,27 @@ impl AvroIngestBuilder {
     ///
     /// # Errors
     /// As [`crate::ConsumerBuilder::start`].
-    pub async fn start(self, map: impl AvroIngestMapper) -> Result<ConsumerWorker> {
+    pub async fn start(self, map: impl AvroIngestMapper) -> Result<IngestWorker> {
         let IngestBuilder {
             consumer,
+            config,
+            group,
             app,
             name,
         } = self.ingest;
+        let (ingest, counters) = IngestBuilder::ingest(config, group, app, name);
         let processor = Arc::new(AvroIngestProcessor {
-            name,
-            app,
+            ingest,
             reader: self.reader,
             map,
         });
-        consumer.start_processor(processor).await
+        let consumer = consumer.start_processor(processor).await?;
+        Ok(IngestWorker { consumer, counters })
     }
 }
 
 struct AvroIngestProcessor<F> {
-    name: String,
-    app: Application,
+    ingest: Ingest,
     reader: ConfluentReader,
     map: F,
 }
@@ -126,14 +128,10 @@ struct AvroIngestProcessor<F> {
 #[async_trait]
 impl<F: AvroIngestMapper> Processor for AvroIngestProcessor<F> {
     fn name(&self) -> &str {
-        &self.name
+        &self.ingest.name
     }
 
-    async fn process(
-        &self,
-        record: &KafkaRecord,
-        _delivery: &Delivery,
-    ) -> orchestrix::Result<bool> {
+    async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool> {
         if record.payload.is_empty() {
             return Ok(false);
         }
@@ -149,8 +147,9 @@ impl<F: AvroIngestMapper> Processor for AvroIngestProcessor<F> {
                     e,
                 )
             }
-        })?;
-        let action = (self.map)(record, &decoded)?;
-        perform(&self.app, record, action).await
+        });
+        self.ingest
+            .handle(record, delivery, || (self.map)(record, &decoded?))
+            .await
     }
 }
