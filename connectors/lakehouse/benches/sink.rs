@@ -13,6 +13,10 @@
 //!   with the `parquet` crate's `ArrowWriter` (Snappy, as the sink) to one
 //!   file per table per batch: no Delta log, no statistics, no decode.
 //!
+//! - **arrow**: only the sink's first step for the same events, decoding
+//!   the payloads and building the Arrow batches (`arrow_batches`), nothing
+//!   written: the share of the sink's time that is not Parquet or Delta.
+//!
 //! Rounds interleave the paths; best and median per path, and the ratios of
 //! the best rounds. Run: `cargo bench -p orchestrix-lakehouse`. Knobs:
 //! `BENCH_EVENTS` (default 100,000), `BENCH_ROUNDS` (default 5).
@@ -138,6 +142,22 @@ fn parquet_path(
     start.elapsed()
 }
 
+fn arrow_path(probe: &LakehouseSink, events: &[RecordedEvent]) -> Duration {
+    let start = Instant::now();
+    let mut rows = 0;
+    for chunk in events.chunks(BATCH) {
+        rows += probe
+            .arrow_batches(chunk)
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.num_rows())
+            .sum::<usize>();
+    }
+    let took = start.elapsed();
+    assert_eq!(rows, events.len());
+    took
+}
+
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -168,13 +188,14 @@ fn main() {
         let events = seed(&store, n).await;
         let probe = LakehouseSink::builder(store.clone(), "bench", "unused").build();
         let batches: Vec<_> = events.chunks(BATCH).map(|c| probe.arrow_batches(c).unwrap()).collect();
-        let (mut sink, mut runner, mut parquet) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sink, mut runner, mut parquet, mut arrow) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            for k in 0..3 {
-                match (round + k) % 3 {
+            for k in 0..4 {
+                match (round + k) % 4 {
                     0 => sink.push(sink_path(&store, &events).await),
                     1 => runner.push(runner_path(&store, n).await),
-                    _ => parquet.push(parquet_path(&batches)),
+                    2 => parquet.push(parquet_path(&batches)),
+                    _ => arrow.push(arrow_path(&probe, &events)),
                 }
             }
         }
@@ -184,11 +205,17 @@ fn main() {
         let s = summary("sink (apply_batch into Delta)", n, sink);
         let r = summary("runner + sink from a memory store", n, runner);
         let p = summary("plain Parquet (ArrowWriter, same batches)", n, parquet);
+        let a = summary("decode + Arrow batches only (no write)", n, arrow);
         println!(
             "sink / parquet: {:.2}x the time ({:.0} % of Parquet's throughput); runner / parquet: {:.2}x",
             s.as_secs_f64() / p.as_secs_f64(),
             100.0 * p.as_secs_f64() / s.as_secs_f64(),
             r.as_secs_f64() / p.as_secs_f64()
+        );
+        println!(
+            "decode + Arrow: {:.0} % of the sink's best time; (decode + Arrow + Parquet) / sink: {:.0} %",
+            100.0 * a.as_secs_f64() / s.as_secs_f64(),
+            100.0 * (a + p).as_secs_f64() / s.as_secs_f64()
         );
     });
 }
