@@ -136,7 +136,13 @@ impl SlowDisk {
 impl Drop for SlowDisk {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.cgroup);
-        let _ = run("umount", &[&self.mount_point().display().to_string()]);
+        let mount = self.mount_point().display().to_string();
+        // A store's connections may close a moment after it is dropped: a
+        // lazy unmount then detaches the file system at once and releases it
+        // when the last file closes (the loop device is cleared with it).
+        if run("umount", &[&mount]).is_err() {
+            let _ = run("umount", &["-l", &mount]);
+        }
         let _ = run("losetup", &["-d", &self.device]);
     }
 }
