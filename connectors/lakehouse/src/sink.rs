@@ -580,7 +580,7 @@ impl LakehouseSink {
             let behind = table.committed.is_none_or(|c| c < last_position);
             let far = table
                 .committed
-                .is_none_or(|c| last_position - c >= self.config.idle_commit_after);
+                .is_none_or(|c| last_position.saturating_sub(c) >= self.config.idle_commit_after);
             if behind && (far || events.is_empty()) {
                 table
                     .commit(
