@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod bus;
 pub mod catalog;
 pub mod cloudevent;
 pub mod coalesce;

@@ -51,15 +51,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::FutureExt as _;
 use orchestrix::RecordedEvent;
-use orchestrix::runtime::{Delivery, EventHandler, RetryPolicy, StartFrom};
+use orchestrix::bus::{DriverStats, HandlerDriver, Settled, Step};
+use orchestrix::runtime::{Delivery, EventHandler, Shutdown, StartFrom};
 use orchestrix::store::Filter;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -151,6 +150,12 @@ pub(crate) trait Processor: Send + Sync + 'static {
     /// Handles one record; `Ok(false)` when it was skipped by a filter.
     async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool>;
 
+    /// The handler driver this processor calls its handler through, if it
+    /// has one (event handlers); otherwise the worker makes one.
+    fn driver(&self) -> Option<Arc<HandlerDriver>> {
+        None
+    }
+
     /// Offsets to start from, for processors that keep them.
     async fn load_offsets(
         &self,
@@ -163,7 +168,7 @@ pub(crate) trait Processor: Send + Sync + 'static {
 
 struct EventProcessor {
     handler: Arc<dyn EventHandler>,
-    filter: Filter,
+    driver: Arc<HandlerDriver>,
 }
 
 #[async_trait]
@@ -173,45 +178,40 @@ impl Processor for EventProcessor {
     }
 
     async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool> {
-        let event = record.decode_event()?;
-        if !self
-            .filter
-            .matches(event.stream_id.category(), event.event_type())
-        {
-            return Ok(false);
-        }
-        self.handler
-            .handle(&event, delivery)
-            .instrument(handle_span(self.handler.name(), &event, delivery))
+        let step = self
+            .driver
+            .handle_event(&*self.handler, record.decode_event(), delivery)
             .await?;
-        Ok(true)
+        Ok(step == Step::Handled)
+    }
+
+    fn driver(&self) -> Option<Arc<HandlerDriver>> {
+        Some(self.driver.clone())
     }
 }
 
-/// The `orchestrix.handle` span of one handler call, continuing the trace of
-/// the command that caused the event.
-fn handle_span(handler: &str, event: &RecordedEvent, delivery: &Delivery) -> tracing::Span {
-    let span = tracing::info_span!(
-        "orchestrix.handle",
-        handler,
-        event_id = %event.id(),
-        event_type = event.event_type(),
-        stream = %event.stream_id,
-        position = event.position,
-        partition = delivery.partition,
-        attempt = delivery.attempt,
-    );
-    orchestrix::telemetry::set_parent(
-        &span,
-        event.record.metadata.traceparent.as_deref(),
-        event.record.metadata.tracestate.as_deref(),
-    );
-    span
+/// An [`OffsetHandler`] call for one record, as a core [`EventHandler`],
+/// so that the [`HandlerDriver`] runs it.
+#[derive(Debug)]
+struct AtPosition {
+    handler: Arc<dyn OffsetHandler>,
+    position: KafkaPosition,
+}
+
+#[async_trait]
+impl EventHandler for AtPosition {
+    fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    async fn handle(&self, event: &RecordedEvent, delivery: &Delivery) -> orchestrix::Result<()> {
+        self.handler.handle(event, &self.position, delivery).await
+    }
 }
 
 struct OffsetProcessor {
     handler: Arc<dyn OffsetHandler>,
-    filter: Filter,
+    driver: Arc<HandlerDriver>,
 }
 
 #[async_trait]
@@ -221,18 +221,19 @@ impl Processor for OffsetProcessor {
     }
 
     async fn process(&self, record: &KafkaRecord, delivery: &Delivery) -> orchestrix::Result<bool> {
-        let event = record.decode_event()?;
-        if !self
-            .filter
-            .matches(event.stream_id.category(), event.event_type())
-        {
-            return Ok(false);
-        }
-        self.handler
-            .handle(&event, &record.position(), delivery)
-            .instrument(handle_span(self.handler.name(), &event, delivery))
+        let call = AtPosition {
+            handler: self.handler.clone(),
+            position: record.position(),
+        };
+        let step = self
+            .driver
+            .handle_event(&call, record.decode_event(), delivery)
             .await?;
-        Ok(true)
+        Ok(step == Step::Handled)
+    }
+
+    fn driver(&self) -> Option<Arc<HandlerDriver>> {
+        Some(self.driver.clone())
     }
 
     async fn load_offsets(
@@ -265,27 +266,24 @@ pub struct ConsumerStats {
     pub pauses: u64,
 }
 
+/// The transport's counters; the handling ones are the driver's.
 #[derive(Default)]
 struct Counters {
     received: AtomicU64,
-    handled: AtomicU64,
-    skipped: AtomicU64,
-    retried: AtomicU64,
-    dead_lettered: AtomicU64,
     commits: AtomicU64,
     rebalances: AtomicU64,
     pauses: AtomicU64,
 }
 
 impl Counters {
-    fn snapshot(&self) -> ConsumerStats {
+    fn snapshot(&self, driver: DriverStats) -> ConsumerStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ConsumerStats {
             received: get(&self.received),
-            handled: get(&self.handled),
-            skipped: get(&self.skipped),
-            retried: get(&self.retried),
-            dead_lettered: get(&self.dead_lettered),
+            handled: driver.handled,
+            skipped: driver.skipped + driver.duplicates,
+            retried: driver.retried,
+            dead_lettered: driver.dead_lettered,
             commits: get(&self.commits),
             rebalances: get(&self.rebalances),
             pauses: get(&self.pauses),
@@ -324,7 +322,9 @@ struct Inner {
     group: String,
     config: Arc<KafkaConfig>,
     processor: Arc<dyn Processor>,
-    retry: RetryPolicy,
+    /// The one consumer pipeline (retries, dead-letter decisions, stats,
+    /// metrics).
+    driver: Arc<HandlerDriver>,
     runtime: Handle,
     dead_letters: DeadLetters,
     slots: Mutex<HashMap<Key, Slot>>,
@@ -336,6 +336,10 @@ struct Inner {
     resume_at: Mutex<HashMap<Key, i64>>,
     /// Whether the worker's client reaches a broker.
     connection: Connection,
+    /// Partition tasks wait while this is `true` ([`ConsumerWorker::pause`]).
+    paused: watch::Sender<bool>,
+    /// Set by [`ConsumerWorker::abort`]: stop without draining or committing.
+    crashed: AtomicBool,
 }
 
 impl Inner {
@@ -669,74 +673,35 @@ impl Inner {
         }
     }
 
-    /// Handles one record: attempts under the retry policy, then the
-    /// dead-letter topic. `false` when stopped before the record was settled.
-    async fn settle(&self, record: &KafkaRecord, stop: &mut watch::Receiver<bool>) -> bool {
+    /// Handles one record through the driver (attempts under the retry
+    /// policy), then the dead-letter topic. `false` when stopped before the
+    /// record was settled.
+    async fn settle(&self, record: &KafkaRecord, stop: &watch::Receiver<bool>) -> bool {
         let partition = u32::try_from(record.partition).unwrap_or(0);
-        let mut attempt = 1;
-        let error = loop {
-            let delivery = Delivery { partition, attempt };
-            let result = AssertUnwindSafe(self.processor.process(record, &delivery))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(orchestrix::Error::backend(
-                        "kafka",
-                        "handle",
-                        false,
-                        format!("the handler panicked: {what}"),
-                    ))
-                });
-            match result {
-                Ok(true) => {
-                    bump(&self.counters.handled);
-                    return true;
-                }
-                Ok(false) => {
-                    bump(&self.counters.skipped);
-                    return true;
-                }
-                Err(e) if self.retry.should_retry(&e, attempt) => {
-                    attempt += 1;
-                    bump(&self.counters.retried);
-                    let delay = self.retry.delay(attempt).unwrap_or_default();
-                    tracing::debug!(offset = record.offset, attempt, error = %e, ?delay, "handler failed; retrying");
-                    tokio::select! {
-                        biased;
-                        _ = stop.changed() => return false,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(e) => break e,
-            }
-        };
-        let failure = Failure::new(&error, attempt);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.dead_letters.send(record, &failure).await {
-                Ok(topic) => {
-                    bump(&self.counters.dead_lettered);
-                    tracing::warn!(
-                        consumer = %self.name, offset = record.offset, attempts = attempt, error = %error, dead_letter_topic = topic,
-                        "message dead-lettered"
-                    );
-                    return true;
-                }
-                Err(e) => {
-                    // Never skip a message that is neither handled nor dead-lettered.
-                    tracing::error!(consumer = %self.name, offset = record.offset, error = %e, "cannot dead-letter; retrying");
-                    tokio::select! {
-                        biased;
-                        _ = stop.changed() => return false,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        let shutdown = Shutdown::from(stop.clone());
+        let processor = &self.processor;
+        let settled = self
+            .driver
+            .settle(partition, &shutdown, |delivery| async move {
+                let handled = processor.process(record, &delivery).await?;
+                Ok(if handled {
+                    Step::Handled
+                } else {
+                    Step::Skipped
+                })
+            })
+            .await;
+        match settled {
+            Settled::Done(_) => true,
+            Settled::Abandoned => false,
+            Settled::DeadLetter { error, attempts } => {
+                let failure = Failure::new(&error, attempts);
+                tracing::debug!(consumer = %self.name, offset = record.offset, "dead-lettering");
+                self.driver
+                    .dead_letter(&error, attempts, &shutdown, || {
+                        self.dead_letters.send(record, &failure)
+                    })
+                    .await
             }
         }
     }
@@ -749,7 +714,15 @@ async fn run_partition(
     mut stop: watch::Receiver<bool>,
     _done: std_mpsc::Sender<()>,
 ) {
+    let mut paused = inner.paused.subscribe();
     loop {
+        if *paused.borrow() {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = paused.wait_for(|p| !*p) => {}
+            }
+        }
         let record = tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -759,9 +732,17 @@ async fn run_partition(
             },
         };
         state.queued.fetch_sub(1, Ordering::AcqRel);
+        if *paused.borrow() {
+            // Paused while waiting: hold the record (unsettled, uncommitted).
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = paused.wait_for(|p| !*p) => {}
+            }
+        }
         let stamp = record.timestamp.map_or(1, |t| t.timestamp_millis().max(1));
         state.handling_ms.store(stamp, Ordering::Release);
-        let settled = inner.settle(&record, &mut stop).await;
+        let settled = inner.settle(&record, &stop).await;
         state.handling_ms.store(0, Ordering::Release);
         if !settled {
             break;
@@ -921,8 +902,10 @@ impl ConsumerBuilder {
     /// Tokio runtime; [`Error::Kafka`] when a client or a topic cannot be
     /// created.
     pub async fn start(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerWorker> {
-        let filter = handler.filter();
-        self.start_processor(Arc::new(EventProcessor { handler, filter }))
+        let driver = Arc::new(
+            HandlerDriver::for_handler(&*handler).with_retry(self.config.consumer.retry.into()),
+        );
+        self.start_processor(Arc::new(EventProcessor { handler, driver }))
             .await
     }
 
@@ -936,8 +919,12 @@ impl ConsumerBuilder {
         self,
         handler: Arc<dyn OffsetHandler>,
     ) -> Result<ConsumerWorker> {
-        let filter = handler.filter();
-        self.start_processor(Arc::new(OffsetProcessor { handler, filter }))
+        let driver = Arc::new(
+            HandlerDriver::new(handler.name())
+                .with_filter(handler.filter())
+                .with_retry(self.config.consumer.retry.into()),
+        );
+        self.start_processor(Arc::new(OffsetProcessor { handler, driver }))
             .await
     }
 
@@ -988,7 +975,14 @@ impl ConsumerBuilder {
             dead_letters: DeadLetters::new(config.clone(), name.clone(), group.clone())?,
             name: name.clone(),
             group: group.clone(),
-            retry: config.consumer.retry.into(),
+            driver: processor.driver().unwrap_or_else(|| {
+                // Ingest: records are not events; no duplicate check.
+                Arc::new(
+                    HandlerDriver::new(name.clone())
+                        .with_retry(config.consumer.retry.into())
+                        .with_dedupe(false),
+                )
+            }),
             config: config.clone(),
             processor,
             runtime,
@@ -998,6 +992,8 @@ impl ConsumerBuilder {
             start_from,
             resume_at: Mutex::new(HashMap::new()),
             connection: Connection::new(),
+            paused: watch::channel(false).0,
+            crashed: AtomicBool::new(false),
         });
         let probe: BaseConsumer<DefaultConsumerContext> = config
             .consumer_client_config(&group)
@@ -1084,6 +1080,23 @@ fn poll_loop(
     // group coordinator, which may hold them behind a JoinGroup: `shutdown`
     // waits for them only up to `LEAVE_WAIT` after `drained`.
     let keys = inner.all_keys();
+    if inner.crashed.load(Ordering::Acquire) {
+        // As a crash: nothing in flight finishes, nothing more is committed.
+        let released: Vec<(Key, Slot)> = {
+            let mut slots = inner.slots();
+            keys.iter()
+                .filter_map(|k| slots.remove(k).map(|s| (k.clone(), s)))
+                .collect()
+        };
+        for (_, slot) in &released {
+            slot.task.abort();
+        }
+        let _ = drained.send(());
+        inner.settle_released(&consumer, &released, false);
+        drop(consumer);
+        tracing::info!(consumer = %inner.name, "consumer worker aborted");
+        return outcome;
+    }
     let released = inner.drain(&keys);
     let _ = drained.send(());
     inner.settle_released(&consumer, &released, outcome.is_ok());
@@ -1322,7 +1335,34 @@ impl ConsumerWorker {
     /// Counters since start.
     #[must_use]
     pub fn stats(&self) -> ConsumerStats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(self.inner.driver.stats())
+    }
+
+    /// The handler driver's counters (the same on every bus).
+    #[must_use]
+    pub fn driver_stats(&self) -> DriverStats {
+        self.inner.driver.stats()
+    }
+
+    /// Stops handling after the records being handled now (fetching stops
+    /// too once the partitions' buffers fill); lag grows. Shutdown still
+    /// drains.
+    pub fn pause(&self) {
+        self.inner.paused.send_replace(true);
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.inner.paused.send_replace(false);
+    }
+
+    /// Stops at once, as a crash would: in-flight handlers are cut short and
+    /// nothing more is committed (records handled since the last periodic
+    /// commit are delivered again to the next owner). The group drops the
+    /// member when the client closes. For tests and emergencies.
+    pub fn abort(self) {
+        self.inner.crashed.store(true, Ordering::Release);
+        // Dropping sets the stop flag; the poll thread sees `crashed`.
     }
 
     /// The partitions assigned now, as `(topic, partition)`.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod admin;
+pub mod bus;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
@@ -12,6 +13,7 @@ pub mod publisher;
 pub mod transactional;
 
 pub use admin::ensure_topic;
+pub use bus::KafkaBus;
 pub use config::KafkaConfig;
 pub use consumer::{
     ConsumerBuilder, ConsumerStats, ConsumerWorker, LagProbe, OffsetHandler, PartitionLag,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bus;
 mod config;
 mod connect;
 pub mod consumer;
@@ -12,6 +13,7 @@ pub mod setup;
 
 /// The `async-nats` version this crate uses.
 pub use async_nats;
+pub use bus::NatsBus;
 pub use config::{
     Auth, ConsumerConfig, DeadLetterConfig, LeaseConfig, NatsConfig, PublisherConfig, Retention,
     Storage, StreamConfig, TlsConfig,

@@ -76,7 +76,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use orchestrix::relay::{Relay, RelayConfig};
 use orchestrix::runtime::{
-    ConsumerMonitor, Delivery, EventHandler, RegistrationKind, RetryPolicy, Runtime, RuntimeHandle,
+    ConsumerMonitor, Delivery, EventHandler, RegistrationKind, Runtime, RuntimeHandle,
 };
 use orchestrix::store::Filter;
 use orchestrix::url::{BackendUrl, Scheme};
@@ -703,16 +703,16 @@ impl GroupProgress {
     }
 }
 
-/// Runs a registered handler on a bus and records the consumer metrics the
-/// embedded runtime records: `orchestrix_handler_duration_seconds` per call,
-/// `orchestrix_events_consumed_total` per event finished (handled, or given
-/// up on: the bus dead-letters it) and `orchestrix_dead_letters_total`. The
-/// bus skips events outside its [`filter`](EventHandler::filter).
+/// Runs a registered handler on a bus with the registration's filter. The
+/// bus's handler driver ([`orchestrix::bus::HandlerDriver`]) records the
+/// consumer metrics the embedded runtime records:
+/// `orchestrix_handler_duration_seconds` per call,
+/// `orchestrix_events_consumed_total` per event finished and
+/// `orchestrix_dead_letters_total`, and skips events outside the filter.
 #[derive(Debug)]
 struct Metered {
     inner: Arc<dyn EventHandler>,
     filter: Filter,
-    retry: RetryPolicy,
 }
 
 #[async_trait]
@@ -726,19 +726,7 @@ impl EventHandler for Metered {
     }
 
     async fn handle(&self, event: &RecordedEvent, delivery: &Delivery) -> Result<()> {
-        use orchestrix::telemetry::metrics;
-        let started = std::time::Instant::now();
-        let result = self.inner.handle(event, delivery).await;
-        metrics::record_handler_call(self.name(), started.elapsed());
-        match &result {
-            Ok(()) => metrics::record_consumed(self.name(), metrics::OK, 1),
-            Err(e) if !self.retry.should_retry(e, delivery.attempt) => {
-                // Counted as consumed (`dead_lettered`) too.
-                metrics::record_dead_letter(self.name(), e.kind());
-            }
-            Err(_) => {}
-        }
-        result
+        self.inner.handle(event, delivery).await
     }
 }
 
@@ -856,7 +844,6 @@ pub(crate) mod nats {
                 let metered: Arc<dyn EventHandler> = Arc::new(Metered {
                     inner: super::decoding(&options, registered.handler()),
                     filter: registered.filter(),
-                    retry: registered.config().retry,
                 });
                 let group = format!("{}_{}", config.stream.name, registered.name());
                 let consumer = NatsConsumer::builder(config.clone())
@@ -1000,7 +987,6 @@ pub(crate) mod kafka {
                 let metered: Arc<dyn EventHandler> = Arc::new(Metered {
                     inner: super::decoding(&options, registered.handler()),
                     filter: registered.filter(),
-                    retry,
                 });
                 let group = format!("{prefix}_{}", registered.name());
                 let mut handler_config = config.clone();

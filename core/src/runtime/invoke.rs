@@ -38,16 +38,33 @@ pub(crate) async fn invoke(
     partition: u32,
     attempt: u32,
 ) -> Result<()> {
+    invoke_with(
+        handler.name(),
+        handler,
+        event,
+        &Delivery { partition, attempt },
+    )
+    .await
+}
+
+/// [`invoke`] with the consumer's name (the metrics' label) and the
+/// delivery given: the one handler call of every runtime and bus.
+pub(crate) async fn invoke_with(
+    consumer: &str,
+    handler: &dyn EventHandler,
+    event: &RecordedEvent,
+    delivery: &Delivery,
+) -> Result<()> {
     let span = tracing::info_span!(
         "orchestrix.handle",
         otel.kind = "consumer",
-        handler = handler.name(),
+        handler = consumer,
         event_id = %event.id(),
         event_type = event.event_type(),
         stream = %event.stream_id,
         position = event.position,
-        partition,
-        attempt,
+        partition = delivery.partition,
+        attempt = delivery.attempt,
         error = tracing::field::Empty,
     );
     let metadata = &event.record.metadata;
@@ -56,12 +73,11 @@ pub(crate) async fn invoke(
         metadata.traceparent.as_deref(),
         metadata.tracestate.as_deref(),
     );
-    let delivery = Delivery { partition, attempt };
     let started = Instant::now();
-    let result = guard(handler.name(), handler.handle(event, &delivery))
+    let result = guard(consumer, handler.handle(event, delivery))
         .instrument(span.clone())
         .await;
-    telemetry::metrics::record_handler_call(handler.name(), started.elapsed());
+    telemetry::metrics::record_handler_call(consumer, started.elapsed());
     if let Err(e) = &result {
         span.record("error", tracing::field::display(e));
     }
@@ -122,6 +138,14 @@ pub(crate) async fn invoke_batch(
 /// Runs a handler future, turning a panic into a permanent error so that a
 /// poison message cannot kill the consumer.
 pub(crate) async fn guard<F: Future<Output = Result<()>>>(handler: &str, fut: F) -> Result<()> {
+    guard_step(handler, fut).await
+}
+
+/// [`guard`] for any result.
+pub(crate) async fn guard_step<T, F: Future<Output = Result<T>>>(
+    handler: &str,
+    fut: F,
+) -> Result<T> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {

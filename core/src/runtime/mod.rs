@@ -44,7 +44,7 @@ pub mod config;
 pub mod consumer;
 pub mod dead_letters;
 pub mod handler;
-mod invoke;
+pub(crate) mod invoke;
 pub(crate) use invoke::invoke;
 pub mod partition;
 pub mod progress;

@@ -59,3 +59,11 @@ impl Shutdown {
         }
     }
 }
+
+impl From<watch::Receiver<bool>> for Shutdown {
+    /// A signal that triggers when `rx` turns `true` (or its sender is
+    /// dropped): a transport's own stop channel.
+    fn from(rx: watch::Receiver<bool>) -> Self {
+        Self { rx }
+    }
+}

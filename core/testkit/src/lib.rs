@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bus;
 #[cfg(feature = "containers")]
 pub mod containers;
 pub mod fixture;
@@ -235,6 +236,94 @@ macro_rules! __with_read_model_cases {
             clear_wipes_rows_and_revisions,
             failing_change_changes_nothing,
             concurrent_applies_of_one_revision_apply_once,
+        }
+    };
+}
+
+/// Expands to one `#[test]` per case of [`bus`], each running
+/// `bus::<case>(factory)` on a multi-threaded Tokio runtime with four
+/// workers.
+///
+/// `factory` is a path to an
+/// `async fn() -> Option<std::sync::Arc<dyn orchestrix_testkit::bus::BusFactory>>`,
+/// called once per case; `None` skips the case (a factory that needs a
+/// service returns it after [`require`], which fails under `CI=true`
+/// instead). Cases name their applications, groups and streams randomly,
+/// so every case may share one broker.
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures::future::BoxFuture;
+/// use orchestrix::bus::{Bus, MemoryBus};
+/// use orchestrix_testkit::bus::BusFactory;
+///
+/// struct Memory(MemoryBus);
+/// impl BusFactory for Memory {
+///     fn bus<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Arc<dyn Bus>> {
+///         Box::pin(async move { Arc::new(self.0.for_app(app)) as Arc<dyn Bus> })
+///     }
+/// }
+///
+/// async fn memory() -> Option<Arc<dyn BusFactory>> {
+///     Some(Arc::new(Memory(MemoryBus::new("unused", 4))))
+/// }
+///
+/// orchestrix_testkit::bus_conformance!(memory);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! bus_conformance {
+    ($factory:path) => {
+        $crate::__with_bus_cases!(__bus_conformance_tests!($factory));
+    };
+}
+
+/// Generates the tests of [`bus_conformance!`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __bus_conformance_tests {
+    (($factory:path) $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::__run_case(async {
+                    if let Some(factory) = $factory().await {
+                        $crate::bus::$case(factory).await;
+                    }
+                });
+            }
+        )*
+    };
+}
+
+/// Generates [`bus::CASES`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __bus_case_names {
+    (() $($case:ident),* $(,)?) => {
+        /// The name of every case, in the order [`bus_conformance!`](crate::bus_conformance) runs them.
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+}
+
+/// The one list of bus cases: calls `$callback!(($args) case, ...)`. Not a
+/// public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_bus_cases {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            ($($args)*)
+            per_stream_order_under_parallel_partitions,
+            at_least_once_redelivery_after_a_crash,
+            rebalance_when_members_join_and_leave,
+            poison_message_is_dead_lettered_and_later_events_flow,
+            dead_letter_replay,
+            exactly_once_read_model_through_the_stored_position,
+            resume_after_restart_from_the_committed_position,
+            duplicate_publish_is_dropped,
+            applications_on_one_broker_are_isolated,
+            pause_and_resume,
         }
     };
 }

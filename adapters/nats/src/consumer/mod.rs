@@ -39,13 +39,12 @@ mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use orchestrix::bus::{DriverStats, HandlerDriver};
 use orchestrix::runtime::{EventHandler, RetryPolicy, StartFrom};
-use orchestrix::store::Filter;
 use orchestrix::{Error, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -103,13 +102,6 @@ pub struct ConsumerStats {
     pub dead_lettered: u64,
 }
 
-#[derive(Debug, Default)]
-struct Stats {
-    handled: AtomicU64,
-    retried: AtomicU64,
-    dead_lettered: AtomicU64,
-}
-
 /// What every partition task of a worker shares.
 struct Shared {
     config: NatsConfig,
@@ -118,11 +110,13 @@ struct Shared {
     worker: Arc<str>,
     stream: jetstream::stream::Stream,
     handler: Arc<dyn NatsHandler>,
-    filter: Filter,
-    retry: RetryPolicy,
+    /// The one consumer pipeline (filter, span, retries, dead-letter
+    /// decisions, stats, metrics).
+    driver: HandlerDriver,
     dead_letters: DeadLetterSink,
-    stats: Stats,
     start_from: StartFrom,
+    /// Partitions stop pulling while this is `true`.
+    paused: watch::Sender<bool>,
     /// The last stream sequence this process finished (handled, skipped or
     /// dead-lettered) per partition.
     finished: Mutex<HashMap<u32, u64>>,
@@ -315,16 +309,17 @@ impl NatsConsumerBuilder {
         let retry = self.retry.unwrap_or_else(|| config.consumer.retry_policy());
         let shared = Arc::new(Shared {
             dead_letters: DeadLetterSink::new(js.clone(), &config),
-            filter: handler.filter(),
+            driver: HandlerDriver::new(handler.name())
+                .with_filter(handler.filter())
+                .with_retry(retry),
             config,
             group: group.clone(),
             group_key,
             worker: worker.clone(),
             stream,
             handler,
-            retry,
-            stats: Stats::default(),
             start_from: self.start_from,
+            paused: watch::channel(false).0,
             finished: Mutex::new(HashMap::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -437,12 +432,29 @@ impl ConsumerHandle {
     /// Counters so far.
     #[must_use]
     pub fn stats(&self) -> ConsumerStats {
-        let s = &self.shared.stats;
+        let s = self.shared.driver.stats();
         ConsumerStats {
-            handled: s.handled.load(Ordering::Relaxed),
-            retried: s.retried.load(Ordering::Relaxed),
-            dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+            handled: s.handled,
+            retried: s.retried,
+            dead_lettered: s.dead_lettered,
         }
+    }
+
+    /// The handler driver's counters (the same on every bus).
+    #[must_use]
+    pub fn driver_stats(&self) -> DriverStats {
+        self.shared.driver.stats()
+    }
+
+    /// Stops pulling after the message being handled now (the rest of the
+    /// pull request is given back); lag grows. Shutdown still drains.
+    pub fn pause(&self) {
+        self.shared.paused.send_replace(true);
+    }
+
+    /// Undoes [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.shared.paused.send_replace(false);
     }
 
     /// Where the group stands on every partition, from the server: for

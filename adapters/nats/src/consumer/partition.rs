@@ -1,6 +1,6 @@
 //! One owned partition: its durable pull consumer and the message loop.
 
-use std::panic::AssertUnwindSafe;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{AckKind, Message};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
+use orchestrix::bus::{Step, Verdict};
 use orchestrix::cloudevent::binary;
-use orchestrix::runtime::StartFrom;
+use orchestrix::runtime::{Delivery, EventHandler, StartFrom};
 use orchestrix::{Error, RecordedEvent, Result};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -18,8 +19,8 @@ use tracing::Instrument as _;
 
 use super::{PartitionLag, Shared};
 use crate::dead_letter::Failure;
-use crate::error::{NatsError, backend, client};
-use crate::handler::NatsDelivery;
+use crate::error::client;
+use crate::handler::{NatsDelivery, NatsHandler};
 
 /// Whether this worker may still act for the partition: the time, in
 /// milliseconds since [`Shared::epoch`], until which its lease is surely
@@ -181,9 +182,17 @@ pub(crate) async fn run(
         };
         tracing::debug!("partition started");
         let c = &shared.config.consumer;
+        let mut paused = shared.paused.subscribe();
         loop {
             if *stop.borrow() {
                 return Exit::Stopped;
+            }
+            if *paused.borrow() {
+                tokio::select! {
+                    _ = stop.changed() => return Exit::Stopped,
+                    _ = paused.wait_for(|p| !*p) => {}
+                }
+                continue;
             }
             let requested = Instant::now();
             let mut batch = match consumer.batch().max_messages(c.fetch_batch).expires(c.fetch_wait()).messages().await {
@@ -227,10 +236,20 @@ pub(crate) async fn run(
                             drain(&mut batch, c.fetch_wait(), Some(message)).await;
                             return Exit::LeaseExpired;
                         }
+                        if *paused.borrow() {
+                            // Paused while waiting: give it back, unhandled.
+                            drain(&mut batch, c.fetch_wait(), Some(message)).await;
+                            break;
+                        }
                         process(&shared, partition, message).await;
                         if *stop.borrow() {
                             drain(&mut batch, c.fetch_wait(), None).await;
                             return Exit::Stopped;
+                        }
+                        if *paused.borrow() {
+                            // Give back the rest of the pull request.
+                            drain(&mut batch, c.fetch_wait(), None).await;
+                            break;
                         }
                     }
                 }
@@ -259,8 +278,30 @@ async fn drain(batch: &mut pull::Batch, wait: Duration, first: Option<Message>) 
     }
 }
 
-/// Handles one message: decode, filter, handle with progress acks, then ack,
-/// nak with backoff, or dead-letter and terminate.
+/// A [`NatsHandler`] call for one delivery, as a core [`EventHandler`],
+/// so that the [`HandlerDriver`](orchestrix::bus::HandlerDriver) runs it.
+#[derive(Debug)]
+struct WithDelivery {
+    handler: Arc<dyn NatsHandler>,
+    delivery: NatsDelivery,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for WithDelivery {
+    fn name(&self) -> &str {
+        self.handler.name()
+    }
+
+    async fn handle(&self, event: &RecordedEvent, _: &Delivery) -> Result<()> {
+        self.handler.handle(event, &self.delivery).await
+    }
+}
+
+/// Handles one message through the driver (decode result, filter, span,
+/// panic capture, retry decision, stats and metrics), telling the server
+/// every half ack-wait that work is in progress; then acks, naks with the
+/// policy's backoff (JetStream redelivers; the delivery count is the
+/// attempt), or dead-letters and terminates.
 async fn process(shared: &Shared, partition: u32, message: Message) {
     let (stream_sequence, consumer_sequence, delivered) = match message.info() {
         Ok(info) => (info.stream_sequence, info.consumer_sequence, info.delivered),
@@ -271,126 +312,57 @@ async fn process(shared: &Shared, partition: u32, message: Message) {
         }
     };
     let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
-    let failure = |error| failure(shared, &message, error, attempt, stream_sequence);
-
-    let event = match decode(&message) {
-        Ok(event) => event,
-        Err(error) => {
-            tracing::warn!(sequence = stream_sequence, error = %error, "undecodable message; dead-lettering");
-            dead_letter(shared, partition, &message, &failure(&error)).await;
-            return;
-        }
-    };
-    let max_attempts = shared.retry.max_attempts();
-    if attempt > max_attempts {
-        // Delivered more often than allowed without an outcome (a worker
-        // crashed or hung while handling it): do not risk another crash.
-        let error = backend(
-            "consume",
-            false,
-            NatsError::Task {
-                task: format!("handler `{}`", shared.handler.name()),
-                reason: format!(
-                    "delivered {attempt} times, more than the {max_attempts} allowed, without an outcome"
-                ),
-            },
-        );
-        tracing::warn!(
-            sequence = stream_sequence,
+    let delivery = Delivery { partition, attempt };
+    let call = WithDelivery {
+        handler: shared.handler.clone(),
+        delivery: NatsDelivery {
+            partition,
             attempt,
-            "too many deliveries; dead-lettering unhandled"
-        );
-        dead_letter(shared, partition, &message, &failure(&error)).await;
-        return;
-    }
-    if !shared
-        .filter
-        .matches(event.stream_id.category(), event.event_type())
-    {
-        let _ = message.ack().await;
-        shared.finished(partition, stream_sequence);
-        return;
-    }
-    let delivery = NatsDelivery {
-        partition,
-        attempt,
-        stream_sequence,
-        consumer_sequence,
-        group: shared.group.clone(),
-        worker: shared.worker.clone(),
+            stream_sequence,
+            consumer_sequence,
+            group: shared.group.clone(),
+            worker: shared.worker.clone(),
+        },
     };
-    let span = tracing::info_span!(
-        "orchestrix.handle",
-        handler = shared.handler.name(),
-        event_id = %event.id(),
-        event_type = event.event_type(),
-        stream = %event.stream_id,
-        position = event.position,
-        sequence = stream_sequence,
-        partition,
-        attempt,
-        error = tracing::field::Empty,
-    );
-    // Continue the trace of the command that caused the event.
-    orchestrix::telemetry::set_parent(
-        &span,
-        event.record.metadata.traceparent.as_deref(),
-        event.record.metadata.tracestate.as_deref(),
-    );
-    let result = handle_with_progress(shared, &message, &event, &delivery)
-        .instrument(span.clone())
+    let driver = &shared.driver;
+    let work = driver.handle_event(&call, decode(&message), &delivery);
+    let every = shared.config.consumer.ack_wait() / 2;
+    let verdict = driver
+        .attempt(&delivery, with_progress(&message, every, work))
+        .instrument(tracing::debug_span!(
+            "orchestrix.nats.message",
+            sequence = stream_sequence
+        ))
         .await;
-    match result {
-        Ok(()) => {
+    match verdict {
+        Verdict::Done(_) => {
             if let Err(e) = message.ack().await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered");
             }
-            shared.stats.handled.fetch_add(1, Ordering::Relaxed);
             shared.finished(partition, stream_sequence);
         }
-        Err(error) => {
-            span.record("error", tracing::field::display(&error));
-            if shared.retry.should_retry(&error, attempt) {
-                let delay = shared.retry.delay(attempt + 1).unwrap_or_default();
-                tracing::debug!(parent: &span, error = %error, ?delay, "transient failure; redelivering later");
-                shared.stats.retried.fetch_add(1, Ordering::Relaxed);
-                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-            } else {
-                tracing::warn!(parent: &span, error = %error, "giving up; dead-lettering");
-                dead_letter(shared, partition, &message, &failure(&error)).await;
-            }
+        Verdict::Retry { delay, .. } => {
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+        Verdict::DeadLetter { error, attempts } => {
+            let failure = failure(shared, &message, &error, attempts, stream_sequence);
+            dead_letter(shared, partition, &message, &failure, &error).await;
         }
     }
 }
 
-/// Runs the handler, telling the server every half ack-wait that work is in
-/// progress, and turns a panic into a permanent error.
-async fn handle_with_progress(
-    shared: &Shared,
+/// Runs `work`, telling the server every `every` that the message is still
+/// being handled.
+async fn with_progress<F: Future<Output = Result<Step>>>(
     message: &Message,
-    event: &RecordedEvent,
-    delivery: &NatsDelivery,
-) -> Result<()> {
-    let every = shared.config.consumer.ack_wait() / 2;
-    let handling = AssertUnwindSafe(shared.handler.handle(event, delivery)).catch_unwind();
-    tokio::pin!(handling);
+    every: Duration,
+    work: F,
+) -> Result<Step> {
+    tokio::pin!(work);
     let mut progress = tokio::time::interval_at(Instant::now() + every, every);
     loop {
         tokio::select! {
-            result = &mut handling => {
-                return result.unwrap_or_else(|panic| {
-                    let reason = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic without a message".to_owned());
-                    Err(backend(
-                        "handle",
-                        false,
-                        NatsError::Task { task: format!("handler `{}`", shared.handler.name()), reason: format!("panicked: {reason}") },
-                    ))
-                });
-            }
+            result = &mut work => return result,
             _ = progress.tick() => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
@@ -410,7 +382,7 @@ fn failure<'a>(
         error,
         attempts,
         consumer: &shared.group,
-        handler: shared.handler.name(),
+        handler: shared.driver.name(),
         worker: &shared.worker,
         stream: &shared.config.stream.name,
         sequence,
@@ -419,10 +391,16 @@ fn failure<'a>(
 
 /// Publishes the dead letter and terminates the message; when the dead
 /// letter cannot be stored, naks with a delay so that nothing is lost.
-async fn dead_letter(shared: &Shared, partition: u32, message: &Message, failure: &Failure<'_>) {
+async fn dead_letter(
+    shared: &Shared,
+    partition: u32,
+    message: &Message,
+    failure: &Failure<'_>,
+    error: &Error,
+) {
     match shared.dead_letters.send(failure).await {
         Ok(()) => {
-            shared.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            shared.driver.dead_lettered(error, failure.attempts);
             let _ = message.ack_with(AckKind::Term).await;
             if let Some(sequence) = message.info().ok().map(|i| i.stream_sequence) {
                 shared.finished(partition, sequence);
