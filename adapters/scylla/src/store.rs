@@ -86,6 +86,7 @@ pub(crate) struct Statements {
     pub(crate) insert_event: PreparedStatement,
     pub(crate) fence: PreparedStatement,
     pub(crate) read_forward: PreparedStatement,
+    pub(crate) find_event: PreparedStatement,
     pub(crate) read_backward: PreparedStatement,
     pub(crate) read_backward_serial: PreparedStatement,
     pub(crate) all_insert: PreparedStatement,
@@ -164,6 +165,13 @@ impl Statements {
             .await?,
             read_forward: p(format!(
                 "SELECT revision, position, {EVENT_COLUMNS} FROM {} WHERE stream_id = ? AND revision >= ? LIMIT ?",
+                t("events")
+            ))
+            .await?,
+            // Filtered within the stream's partition, on the server: only the
+            // revision of a match travels.
+            find_event: p(format!(
+                "SELECT revision FROM {} WHERE stream_id = ? AND event_id = ? ALLOW FILTERING",
                 t("events")
             ))
             .await?,
@@ -562,6 +570,26 @@ impl EventStore for ScyllaStore {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         self.read_all_events(after, limit, filter).await
+    }
+
+    async fn find_event(&self, stream: &StreamId, id: uuid::Uuid) -> Result<Option<u64>> {
+        let result: QueryResult = retry(&self.inner.config.retry, || async {
+            self.inner
+                .session
+                .execute_unpaged(&self.inner.st.find_event, (stream.as_str(), id))
+                .await
+                .map_err(|e| from_exec("find event", e))
+        })
+        .await?;
+        let rows = result
+            .into_rows_result()
+            .map_err(|e| from_driver("find event", false, e))?;
+        let first = rows
+            .maybe_first_row::<(i64,)>()
+            .map_err(|e| from_driver("find event", false, e))?;
+        first
+            .map(|(revision,)| to_u64("event revision", revision))
+            .transpose()
     }
 
     async fn stream_revision(&self, stream: &StreamId) -> Result<Option<u64>> {
