@@ -66,6 +66,7 @@ pub struct SinkConfig {
     max_bytes: usize,
     target_file_size: u64,
     idle_commit_after: u64,
+    checkpoint_interval: Option<u64>,
     schemas: Option<Arc<dyn SchemaSource>>,
     codec: Arc<dyn Codec>,
     checks: Vec<Arc<dyn QualityCheck>>,
@@ -139,6 +140,15 @@ impl SinkBuilder {
     /// bounds the replay after a restart.
     pub fn idle_commit_after(mut self, positions: u64) -> Self {
         self.config.idle_commit_after = positions.max(1);
+        self
+    }
+
+    /// Tables this sink creates get a Delta checkpoint every `commits`
+    /// commits (`delta.checkpointInterval`; Delta's default is 100). A
+    /// checkpoint keeps the sink's position; it bounds what a restart reads
+    /// from the log.
+    pub fn checkpoint_interval(mut self, commits: u64) -> Self {
+        self.config.checkpoint_interval = Some(commits.max(1));
         self
     }
 
@@ -289,6 +299,7 @@ impl LakehouseSink {
                 max_bytes: 64 << 20,
                 target_file_size: 128 << 20,
                 idle_commit_after: 50_000,
+                checkpoint_interval: None,
                 schemas: None,
                 codec: Arc::new(JsonCodec),
                 checks: Vec::new(),
@@ -372,6 +383,12 @@ impl LakehouseSink {
         p
     }
 
+    async fn open_table(&self, dir: PathBuf, app_id: &str) -> Result<LakeTable> {
+        let mut table = LakeTable::open(dir, app_id, self.partitions()).await?;
+        table.checkpoint_interval = self.config.checkpoint_interval;
+        Ok(table)
+    }
+
     /// Loads every table under the root for `app_id` (once per app id).
     async fn ensure_loaded(&self, state: &mut State, app_id: &str) -> Result<()> {
         if state.app_id.as_deref() == Some(app_id) {
@@ -399,7 +416,7 @@ impl LakehouseSink {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            let table = LakeTable::open(dir, app_id, self.partitions()).await?;
+            let table = self.open_table(dir, app_id).await?;
             state.tables.insert(name, table);
         }
         state.app_id = Some(app_id.to_owned());
@@ -474,7 +491,7 @@ impl LakehouseSink {
         for (name, events) in by_table {
             if !state.tables.contains_key(&name) {
                 let dir = self.config.root.join(&name);
-                let table = LakeTable::open(dir, app_id, self.partitions()).await?;
+                let table = self.open_table(dir, app_id).await?;
                 state.tables.insert(name.clone(), table);
             }
             let Some(table) = state.tables.get(&name) else {
@@ -562,7 +579,7 @@ impl LakehouseSink {
             if let Err(e) = result {
                 // Forget the adopted columns: reload the table as committed.
                 let dir = table.dir.clone();
-                if let Ok(fresh) = LakeTable::open(dir, app_id, self.partitions()).await {
+                if let Ok(fresh) = self.open_table(dir, app_id).await {
                     *table = fresh;
                 }
                 return Err(e);

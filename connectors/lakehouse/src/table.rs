@@ -12,7 +12,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use orchestrix::{Error, Result};
 
 use crate::schema::TableColumns;
@@ -91,6 +91,8 @@ pub(crate) struct LakeTable {
     pub(crate) partitions: Vec<String>,
     /// The sink's last committed position in this table.
     pub(crate) committed: Option<u64>,
+    /// `delta.checkpointInterval` of a table this sink creates.
+    pub(crate) checkpoint_interval: Option<u64>,
 }
 
 impl LakeTable {
@@ -103,6 +105,7 @@ impl LakeTable {
                 columns: TableColumns::default(),
                 partitions,
                 committed: None,
+                checkpoint_interval: None,
             });
         }
         let table = open_table(&dir).await?;
@@ -125,6 +128,7 @@ impl LakeTable {
             columns,
             partitions,
             committed,
+            checkpoint_interval: None,
         })
     }
 
@@ -194,6 +198,10 @@ impl LakeTable {
                     .create()
                     .with_columns(kernel_schema.fields().cloned())
                     .with_partition_columns(self.partitions.clone())
+                    .with_configuration_property(
+                        TableProperty::CheckpointInterval,
+                        self.checkpoint_interval.map(|n| n.to_string()),
+                    )
                     .with_save_mode(SaveMode::ErrorIfExists)
                     .with_actions(adds.into_iter().map(Action::Add))
                     .with_commit_properties(props)
