@@ -920,12 +920,10 @@ mod nats {
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka {
     use std::sync::{Arc, Mutex, PoisonError};
-    use std::time::Duration;
 
     use orchestrix::relay::Relay;
-    use orchestrix::runtime::{EventHandler, RetryPolicy, Runtime};
+    use orchestrix::runtime::{EventHandler, Runtime};
     use orchestrix::{Application, Result};
-    use orchestrix_kafka::config::RetryConfig;
     use orchestrix_kafka::{ConsumerWorker, KafkaConfig, KafkaPublisher};
 
     use super::{
@@ -990,7 +988,7 @@ pub(crate) mod kafka {
                 });
                 let group = format!("{prefix}_{}", registered.name());
                 let mut handler_config = config.clone();
-                handler_config.consumer.retry = retry_config(retry);
+                handler_config.consumer.retry = orchestrix_kafka::bus::retry_config(retry);
                 let worker = ConsumerWorker::builder(handler_config)
                     .topic(topic.clone())
                     .group_id(group.clone())
@@ -1064,30 +1062,6 @@ pub(crate) mod kafka {
             "bus runtime started"
         );
         Ok(runtime)
-    }
-
-    /// The worker's retry settings for a registration's policy.
-    fn retry_config(policy: RetryPolicy) -> RetryConfig {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        match policy {
-            RetryPolicy::None => RetryConfig::None,
-            RetryPolicy::Fixed {
-                max_attempts,
-                delay,
-            } => RetryConfig::Fixed {
-                max_attempts,
-                delay_ms: ms(delay),
-            },
-            RetryPolicy::Exponential {
-                max_attempts,
-                initial,
-                max,
-            } => RetryConfig::Exponential {
-                max_attempts,
-                initial_ms: ms(initial),
-                max_ms: ms(max),
-            },
-        }
     }
 }
 
