@@ -71,6 +71,7 @@ pub struct SinkConfig {
     codec: Arc<dyn Codec>,
     checks: Vec<Arc<dyn QualityCheck>>,
     before_commit: Option<BeforeCommit>,
+    source: Option<String>,
 }
 
 impl fmt::Debug for SinkConfig {
@@ -82,6 +83,7 @@ impl fmt::Debug for SinkConfig {
             .field("tenant", &self.tenant)
             .field("max_rows", &self.max_rows)
             .field("max_bytes", &self.max_bytes)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +178,19 @@ impl SinkBuilder {
     /// Runs `hook` between writing a batch's files and committing them.
     pub fn before_commit(mut self, hook: BeforeCommit) -> Self {
         self.config.before_commit = Some(hook);
+        self
+    }
+
+    /// Which store this sink reads, as an identity the user recognises (a
+    /// store URL without its password, say). Positions are the store's
+    /// global positions, so a lake fed from one store must not be resumed
+    /// from another: the first start records the source in the lake
+    /// (`_orchestrix_sources/{name}`), and a later start with a different
+    /// source fails with [`Error::InvalidInput`] naming both, instead of
+    /// resuming at a position that means nothing in the new store (and
+    /// skipping its events). Not set: no check.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.config.source = Some(source.into());
         self
     }
 
@@ -304,6 +319,7 @@ impl LakehouseSink {
                 codec: Arc::new(JsonCodec),
                 checks: Vec::new(),
                 before_commit: None,
+                source: None,
             },
         }
     }
@@ -387,6 +403,41 @@ impl LakehouseSink {
         let mut table = LakeTable::open(dir, app_id, self.partitions()).await?;
         table.checkpoint_interval = self.config.checkpoint_interval;
         Ok(table)
+    }
+
+    /// Records the configured source in the lake on the first start, and
+    /// refuses a start with another one (see [`SinkBuilder::source`]).
+    fn check_source(&self, checkpoint_name: &str) -> Result<()> {
+        let Some(source) = &self.config.source else {
+            return Ok(());
+        };
+        let dir = self.config.root.join("_orchestrix_sources");
+        let path = dir.join(table_dir_name(checkpoint_name));
+        let io = |operation: &'static str| {
+            move |e: std::io::Error| Error::Backend {
+                backend: "delta",
+                operation,
+                transient: false,
+                source: Box::new(e),
+            }
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(recorded) if recorded.trim_end() == source.as_str() => Ok(()),
+            Ok(recorded) => Err(Error::invalid(
+                format!("lake `{}`", self.config.root.display()),
+                format!(
+                    "sink `{checkpoint_name}` wrote this lake from `{}`, not from `{source}`: \
+                     positions of one store mean nothing in another; \
+                     use another lake directory for this store",
+                    recorded.trim_end()
+                ),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir).map_err(io("record the source"))?;
+                std::fs::write(&path, format!("{source}\n")).map_err(io("record the source"))
+            }
+            Err(e) => Err(io("read the source")(e)),
+        }
     }
 
     /// Loads every table under the root for `app_id` (once per app id).
@@ -774,6 +825,7 @@ impl TransactionalProjection for LakehouseSink {
     /// The lowest position committed in the tables (each table's `txn`
     /// version for `checkpoint_name`); `None` without tables.
     async fn load_checkpoint(&self, checkpoint_name: &str) -> Result<Option<u64>> {
+        self.check_source(checkpoint_name)?;
         let mut state = self.state.lock().await;
         state.app_id = None;
         self.ensure_loaded(&mut state, checkpoint_name).await?;
@@ -807,7 +859,7 @@ impl TransactionalProjection for LakehouseSink {
     }
 
     /// Deletes every table under the root (a rebuild writes them anew).
-    async fn reset(&self, _checkpoint_name: &str) -> Result<()> {
+    async fn reset(&self, checkpoint_name: &str) -> Result<()> {
         let mut state = self.state.lock().await;
         for table in state.tables.values() {
             remove_dir(&table.dir)?;
@@ -821,7 +873,21 @@ impl TransactionalProjection for LakehouseSink {
         }
         state.tables.clear();
         state.app_id = None;
-        Ok(())
+        // A rebuild may read another store.
+        let source = self
+            .config
+            .root
+            .join("_orchestrix_sources")
+            .join(table_dir_name(checkpoint_name));
+        match std::fs::remove_file(source) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Backend {
+                backend: "delta",
+                operation: "forget the source",
+                transient: false,
+                source: Box::new(e),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// A Delta transaction identifier cannot be removed; the tables stay.

@@ -391,6 +391,8 @@ pub async fn run(
                 .schemas(Arc::new(schemas.clone()))
                 .check(Arc::new(OrderRules))
                 .check(Arc::new(CustomerRules))
+                // One lake per store: another store's positions are refused.
+                .source(orchestrix::url::redact(&options.store_url))
                 .build(),
         )
     };

@@ -23,9 +23,11 @@ struct Args {
         default_value = "sqlite://lakehouse.db"
     )]
     store: String,
-    /// The lake's root directory (one Delta table per dataset).
-    #[arg(long, default_value = "lakehouse-lake")]
-    lake: PathBuf,
+    /// The lake's root directory (one Delta table per dataset). Default:
+    /// `lakehouse-lake` for the default store, `lakehouse-lake-{hash of the
+    /// store URL}` for any other (a lake is fed from one store).
+    #[arg(long)]
+    lake: Option<PathBuf>,
     /// The SQLite key store of the personal-data keys.
     #[arg(long, default_value = "lakehouse-keys.db")]
     keys: PathBuf,
@@ -54,6 +56,19 @@ enum Command {
     },
 }
 
+/// The lake of a store when `--lake` is not given: a lake is fed from one
+/// store (positions are the store's), so each store URL gets its own.
+fn default_lake(store: &str) -> PathBuf {
+    if store == "sqlite://lakehouse.db" {
+        return PathBuf::from("lakehouse-lake");
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is not).
+    let hash = store.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    PathBuf::from(format!("lakehouse-lake-{:08x}", hash >> 32))
+}
+
 fn tables(lake: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(lake)?
         .flatten()
@@ -73,10 +88,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let lake = args
+        .lake
+        .take()
+        .unwrap_or_else(|| default_lake(&args.store));
     match args.command {
         Some(Command::Optimize) => {
-            for table in tables(&args.lake)? {
+            for table in tables(&lake)? {
                 let r = optimize(&table, 128 << 20).await?;
                 println!(
                     "{}: {} files into {} ({} rows)",
@@ -89,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Vacuum { retention_secs }) => {
-            for table in tables(&args.lake)? {
+            for table in tables(&lake)? {
                 let deleted = vacuum(&table, Duration::from_secs(retention_secs)).await?;
                 println!("{}: {} files deleted", table.display(), deleted.len());
             }
@@ -108,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let keys: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&args.keys)?);
     let options = Options {
         store_url: args.store.clone(),
-        lake: args.lake,
+        lake,
         run: run_id,
         customers: args.customers,
         orders: args.orders,

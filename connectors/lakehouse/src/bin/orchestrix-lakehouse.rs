@@ -100,8 +100,11 @@ async fn main() -> anyhow::Result<()> {
             exit_when_caught_up,
             crash_before_commit,
         } => {
-            let store = orchestrix_backends::open_store(&store).await?;
-            let mut builder = LakehouseSink::builder(store.clone(), &name, &lake).max_rows(batch);
+            let store_url = store;
+            let store = orchestrix_backends::open_store(&store_url).await?;
+            let mut builder = LakehouseSink::builder(store.clone(), &name, &lake)
+                .max_rows(batch)
+                .source(orchestrix::url::redact(&store_url));
             if per_category {
                 builder = builder.layout(TableLayout::PerCategory);
             }
