@@ -102,7 +102,11 @@ pub const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// impl OffsetHandler for Balances {
 ///     fn name(&self) -> &str { "balances" }
 ///     async fn handle(&self, event: &RecordedEvent, at: &KafkaPosition, _: &Delivery) -> orchestrix::Result<()> {
-///         // BEGIN; update the balance of event.stream_id;
+///         // BEGIN;
+///         // SELECT next_offset FROM offsets WHERE (topic, partition) = (at.topic, at.partition) FOR UPDATE;
+///         //   at or past at.next_offset()? ROLLBACK and return Ok(()): another member (this one,
+///         //   before a rebalance it slept through) applied it already;
+///         // update the balance of event.stream_id;
 ///         // UPSERT offsets (at.topic, at.partition) = at.next_offset(); COMMIT
 ///         Ok(())
 ///     }
@@ -125,6 +129,13 @@ pub trait OffsetHandler: Send + Sync + fmt::Debug + 'static {
 
     /// Handles one event and stores `position.next_offset()` for
     /// `(position.topic, position.partition)` in the same transaction.
+    ///
+    /// Guard the write with the stored offset (apply only when the stored
+    /// next offset is at or below `position.offset`, with the row locked): a
+    /// call already running when the partition was taken away (a member
+    /// paused beyond its session timeout, then resumed) finishes after the
+    /// new owner started, and an unconditional write would apply the record
+    /// twice and move the stored offset back (chaos case `kafka_fencing`).
     async fn handle(
         &self,
         event: &RecordedEvent,

@@ -22,7 +22,7 @@ pub use dead_letter_queue::KafkaDeadLetters;
 pub use error::{Error, Result};
 #[cfg(feature = "avro")]
 pub use ingest::{AvroIngestBuilder, AvroIngestMapper};
-pub use ingest::{IngestAction, IngestBuilder};
+pub use ingest::{IngestAction, IngestBuilder, IngestStats, IngestWorker};
 pub use message::{KafkaPosition, KafkaRecord};
 pub use publisher::{Delivered, KafkaPublisher};
 pub use transactional::TransactionalPublisher;
