@@ -76,6 +76,15 @@ impl Nats {
         format!("nats://{}:{}", self.host, self.port)
     }
 
+    /// Stops the server gracefully: SIGTERM, then waits for the process to
+    /// exit (SIGKILL after `within`). Returns how long it took.
+    ///
+    /// # Errors
+    /// When the process cannot be signalled or waited for.
+    pub fn stop(&mut self, within: Duration) -> anyhow::Result<Duration> {
+        crate::services::terminate(self.child.take(), within)
+    }
+
     /// Kills the server with SIGKILL (JetStream's files stay).
     ///
     /// # Errors
@@ -395,6 +404,15 @@ impl Kafka {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// Stops the broker gracefully: SIGTERM, then waits for the process to
+    /// exit (SIGKILL after `within`). Returns how long it took.
+    ///
+    /// # Errors
+    /// When the process cannot be signalled or waited for.
+    pub fn stop(&mut self, within: Duration) -> anyhow::Result<Duration> {
+        crate::services::terminate(self.child.take(), within)
+    }
+
     /// Kills the broker with SIGKILL (its log directory stays).
     ///
     /// # Errors
@@ -449,4 +467,29 @@ impl Drop for Kafka {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// SIGTERM to `child`, then waits for it to exit; SIGKILL after `within`.
+pub(crate) fn terminate(
+    child: Option<std::process::Child>,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let began = std::time::Instant::now();
+    let Some(mut child) = child else {
+        return Ok(Duration::ZERO);
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .context("sending SIGTERM")?;
+    anyhow::ensure!(status.success(), "kill -TERM {} failed", child.id());
+    while child.try_wait()?.is_none() {
+        if began.elapsed() > within {
+            child.kill()?;
+            child.wait()?;
+            anyhow::bail!("did not stop within {within:?} of SIGTERM (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(began.elapsed())
 }

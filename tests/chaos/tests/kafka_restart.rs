@@ -1,5 +1,6 @@
-//! Apache Kafka broker (KRaft, this case's own) killed with SIGKILL mid-run
-//! and restarted on the same ports and log directory, under a worker that
+//! Apache Kafka broker (KRaft, this case's own) stopped with SIGTERM a third
+//! of the way in, then killed with SIGKILL two thirds of the way in, and
+//! restarted each time on the same ports and log directory, under a worker that
 //! relays the SQLite store to it and consumes from it as a consumer group.
 //! Checked: every acknowledged command is in the store once, the consumer
 //! received every stored event. Reported: `/readyz` while the broker is
@@ -47,7 +48,8 @@ async fn kafka_broker_killed_and_restarted_mid_run() -> anyhow::Result<()> {
     let worker = Worker::new(app.clone()).config(config).start().await?;
     let port = worker.local_addr().port();
 
-    // Commands in the background; the kill lands a third of the way in.
+    // Commands in the background; the stop lands a third of the way in, the
+    // kill two thirds.
     let acknowledged = Arc::new(AtomicU64::new(0));
     let producer = {
         let (app, run, acked) = (app.clone(), run.to_owned(), acknowledged.clone());
@@ -58,6 +60,8 @@ async fn kafka_broker_killed_and_restarted_mid_run() -> anyhow::Result<()> {
             .await
         })
     };
+    // A graceful stop first (SIGTERM: the broker shuts down cleanly) a
+    // third of the way in, and a start again.
     poll(
         "a third of the commands",
         Duration::from_secs(60),
@@ -65,6 +69,37 @@ async fn kafka_broker_killed_and_restarted_mid_run() -> anyhow::Result<()> {
         || {
             let n = acknowledged.load(Ordering::Relaxed);
             async move { (n >= count / 3).then_some(()) }
+        },
+    )
+    .await?;
+    let stopping = Instant::now();
+    let stop_took = kafka.stop(Duration::from_secs(60))?;
+    kafka.restart().await?;
+    let back_again = Instant::now();
+    let head_at_second_return = store.head_position().await?;
+    let stored_at_second_return = workload::stored(&store).await?.len();
+    let recovered_after_stop =
+        poll(
+            "the consumer catching up after the graceful stop",
+            Duration::from_secs(120),
+            Duration::from_millis(50),
+            || {
+                let recorder = recorder.clone();
+                async move {
+                    (recorder.distinct() >= stored_at_second_return).then(|| back_again.elapsed())
+                }
+            },
+        )
+        .await?;
+
+    // Then SIGKILL two thirds of the way in.
+    poll(
+        "two thirds of the commands",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || {
+            let n = acknowledged.load(Ordering::Relaxed);
+            async move { (n >= 2 * count / 3).then_some(()) }
         },
     )
     .await?;
@@ -123,9 +158,12 @@ async fn kafka_broker_killed_and_restarted_mid_run() -> anyhow::Result<()> {
         .filter(|(_, s, _)| *s != 200)
         .count();
     println!(
-        "CHAOS kafka-kill: commands {} events {} faults 1 (SIGKILL, {:?} down) lost_in_store {} doubled_in_store {} lost_by_consumer {} redelivered {} transient_failures {} recovery {:?} (head {head_at_return} at return) readyz_unready_while_down {}/{} (first at {:?})",
+        "CHAOS kafka-kill: commands {} events {} faults 2 (SIGTERM at 1/3: stopped in {:?}, {:?} down, recovery {:?}, head {head_at_second_return} at return; SIGKILL at 2/3: {:?} down) lost_in_store {} doubled_in_store {} lost_by_consumer {} redelivered {} transient_failures {} recovery {:?} (head {head_at_return} at return) readyz_unready_while_down {}/{} (first at {:?})",
         figures.commands,
         figures.events,
+        stop_took,
+        back_again.duration_since(stopping),
+        recovered_after_stop,
         back.duration_since(killed),
         figures.lost_in_store,
         figures.doubled_in_store,
