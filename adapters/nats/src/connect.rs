@@ -8,6 +8,19 @@ use orchestrix::Result;
 use crate::config::{Auth, NatsConfig};
 use crate::error::{client, connect_is_transient};
 
+/// async-nats builds its TLS configuration on rustls's process-wide default
+/// crypto provider, which rustls picks from its features, and cannot pick
+/// when an application compiles in more than one (`ring`, which async-nats
+/// uses, and `aws-lc-rs`, which other crates turn on, e.g. the lakehouse
+/// sink's deltalake): every TLS connection then panicked. Installs ring
+/// unless the application installed a provider.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may have installed one meanwhile: fine either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The client options that `config` describes: auth, TLS, connection name
 /// and timeouts. Reads the creds file, if any.
 ///
@@ -16,6 +29,7 @@ use crate::error::{client, connect_is_transient};
 /// read, [`orchestrix::Error::InvalidInput`] when the config is invalid.
 pub async fn connect_options(config: &NatsConfig) -> Result<ConnectOptions> {
     config.validate()?;
+    ensure_crypto_provider();
     let mut options = match &config.auth {
         Auth::None => match credentials_in_urls(config) {
             Some((user, Some(password))) => ConnectOptions::with_user_and_password(user, password),
