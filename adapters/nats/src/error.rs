@@ -102,6 +102,13 @@ pub(crate) fn publish_is_transient(err: &async_nats::jetstream::context::Publish
     use async_nats::jetstream::context::PublishErrorKind as K;
     matches!(
         err.kind(),
-        K::TimedOut | K::BrokenPipe | K::MaxAckPending | K::Other | K::StreamNotFound
+        K::TimedOut
+            | K::BrokenPipe
+            | K::MaxAckPending
+            | K::Other
+            | K::StreamNotFound
+            // A publish out of turn after a reconnection (publisher.rs):
+            // publishing the batch again stores it in order.
+            | K::WrongLastMessageId
     )
 }

@@ -21,6 +21,10 @@ use crate::error::{NatsError, backend, client, publish_is_transient};
 /// The header JetStream deduplicates on.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
+/// JetStream stores a message carrying this header only when the stream's
+/// last message has the id it names (see `publish_events`).
+const EXPECTED_LAST_MSG_ID_HEADER: &str = "Nats-Expected-Last-Msg-Id";
+
 /// One event as a JetStream message: subject, headers and body.
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
@@ -180,8 +184,9 @@ impl NatsPublisher {
         let mut pending: VecDeque<(uuid::Uuid, String, PublishAckFuture)> =
             VecDeque::with_capacity(max.min(events.len()));
         let mut report = PublishReport::default();
+        let mut previous: Option<uuid::Uuid> = None;
         for event in events {
-            let message = match &self.inner.format {
+            let mut message = match &self.inner.format {
                 None => self.encode(event)?,
                 Some(format) => {
                     let wire = format
@@ -190,6 +195,22 @@ impl NatsPublisher {
                     self.encode(&wire)?
                 }
             };
+            // Order across reconnections: when a connection dies mid-batch,
+            // a publish lost in its socket can be overtaken by a later one
+            // the client still buffered and sends after reconnecting, and
+            // the stream would hold that stream's revisions out of order
+            // (chaos case `relay_slow_link`; consumers then saw a revision
+            // after its successor). Each event after the first of a call
+            // is stored only right after its predecessor; a stale publish
+            // that arrives out of turn is refused, and the caller's retry
+            // of the batch stores it in order (duplicates are dropped by
+            // `Nats-Msg-Id` before this check).
+            if let Some(previous) = previous {
+                message
+                    .headers
+                    .insert(EXPECTED_LAST_MSG_ID_HEADER, previous.to_string());
+            }
+            previous = Some(event.id());
             if pending.len() >= max
                 && let Some((id, subject, ack)) = pending.pop_front()
             {
